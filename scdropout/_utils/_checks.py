@@ -1,0 +1,170 @@
+"""Input checks shared by every AnnData-facing function. They never modify their input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from .._compat import CSCBase, CSRBase, SparseBase
+
+
+def _type_name(x: object) -> str:
+    t = type(x)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def check_adata(adata: Any, *, name: str = "adata") -> None:
+    """Raise ``TypeError`` unless ``adata`` is an in-memory :class:`~anndata.AnnData`."""
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        msg = f"`{name}` must be an AnnData, got {_type_name(adata)}."
+        raise TypeError(msg)
+    if adata.isbacked:
+        msg = (
+            f"`{name}` is opened in backed mode ({adata.filename}); load it into memory first "
+            "with `adata = adata.to_memory()` or `anndata.read_h5ad(path)`."
+        )
+        raise TypeError(msg)
+
+
+def check_matrix_type(X: Any, *, name: str) -> None:
+    """Raise ``TypeError`` unless ``X`` is a dense ndarray, CSR or CSC matrix."""
+    if isinstance(X, np.ndarray) and not isinstance(X, np.matrix):
+        return
+    if isinstance(X, CSRBase + CSCBase):
+        return
+    kind = _type_name(X)
+    hint = ""
+    if "dask" in kind:
+        hint = " Compute it first (`.compute()`); dask arrays are not supported."
+    elif isinstance(X, SparseBase):
+        hint = " Convert it with `.tocsr()`."
+    elif isinstance(X, np.matrix):
+        hint = " Convert it with `np.asarray(...)`."
+    msg = f"{name} is a {kind}; scdropout accepts a numpy ndarray or a CSR/CSC matrix.{hint}"
+    raise TypeError(msg)
+
+
+def get_matrix(adata: Any, layer: str | None) -> Any:
+    """Return ``adata.X`` or ``adata.layers[layer]`` after type checks."""
+    check_adata(adata)
+    if layer is None:
+        X = adata.X
+        name = "`adata.X`"
+        if X is None:
+            msg = "`adata.X` is None; pass `layer=` naming a layer that holds the counts."
+            raise ValueError(msg)
+    else:
+        if not isinstance(layer, str):
+            msg = f"`layer` must be a string or None, got {layer!r}."
+            raise TypeError(msg)
+        if layer not in adata.layers:
+            raise KeyError(missing_key_message("layer", layer, adata.layers.keys(), "layers"))
+        X = adata.layers[layer]
+        name = f"`layer={layer!r}`"
+    check_matrix_type(X, name=name)
+    if X.ndim != 2:
+        msg = f"{name} must be 2-D, got shape {X.shape}."
+        raise ValueError(msg)
+    return X
+
+
+def missing_key_message(arg: str, key: str, existing: Iterable[str], where: str) -> str:
+    """Build the message for a key that is not in ``adata.<where>``, listing up to 5 that are."""
+    keys = list(existing)
+    shown = ", ".join(repr(k) for k in keys[:5])
+    more = f" (and {len(keys) - 5} more)" if len(keys) > 5 else ""
+    have = f"Available: {shown}{more}." if keys else f"`adata.{where}` is empty."
+    return f"`{arg}={key!r}` is not in `adata.{where}`. {have}"
+
+
+def _values(X: Any) -> np.ndarray:
+    return X.data if isinstance(X, SparseBase) else np.asarray(X)
+
+
+def _locate(X: Any, flat_mask_first: int) -> tuple[int, int]:
+    """Return (row, col) of the ``flat_mask_first``-th stored value."""
+    if isinstance(X, SparseBase):
+        coo = X.tocoo() if not isinstance(X, CSRBase + CSCBase) else None
+        if coo is not None:
+            return int(coo.row[flat_mask_first]), int(coo.col[flat_mask_first])
+        indptr = X.indptr
+        major = int(np.searchsorted(indptr, flat_mask_first, side="right") - 1)
+        minor = int(X.indices[flat_mask_first])
+        return (major, minor) if isinstance(X, CSRBase) else (minor, major)
+    r, c = np.unravel_index(flat_mask_first, X.shape)
+    return int(r), int(c)
+
+
+def check_counts(
+    X: Any,
+    *,
+    name: str,
+    obs_names: Sequence[str] | None = None,
+    var_names: Sequence[str] | None = None,
+    integer: bool = True,
+    what: str = "raw counts",
+) -> None:
+    """Raise ``ValueError`` if ``X`` has NaN/Inf, negative or (when ``integer``) fractional values.
+
+    The message names the argument, the first offending value and its cell and gene.
+    """
+    vals = _values(X)
+    if vals.size == 0:
+        return
+    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
+        msg = f"{name} has dtype {vals.dtype}; {what} must be numeric."
+        raise ValueError(msg)
+    is_float = np.issubdtype(vals.dtype, np.floating)
+    checks: list[tuple[np.ndarray | None, str]] = []
+    flat = vals.ravel()
+    if is_float:
+        checks.append((~np.isfinite(flat), "NaN or infinite values"))
+    checks.append((flat < 0, "negative values"))
+    if integer and is_float:
+        checks.append((flat != np.round(flat), "non-integer values"))
+    for bad, label in checks:
+        if bad is None or not bad.any():
+            continue
+        first = int(np.argmax(bad))
+        r, c = _locate(X, first)
+        cell = repr(str(obs_names[r])) if obs_names is not None else f"row {r}"
+        gene = repr(str(var_names[c])) if var_names is not None else f"column {c}"
+        msg = (
+            f"{name} holds {label} (first {flat[first]!r}, cell {cell}, gene {gene}); "
+            f"this needs {what}."
+        )
+        raise ValueError(msg)
+
+
+def check_choice(value: Any, *, name: str, choices: Iterable[Any]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    options = list(choices)
+    if value not in options:
+        msg = f"`{name}={value!r}` is not valid; choose one of {', '.join(map(repr, options))}."
+        raise ValueError(msg)
+
+
+def check_positive_int(value: Any, *, name: str, minimum: int = 1, allow_none: bool = False) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``value`` is an int >= ``minimum``."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"`{name}` must be an integer, got {value!r}."
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"`{name}` must be at least {minimum}, got {value!r}."
+        raise ValueError(msg)
+
+
+def as_csr_or_dense(X: Any) -> Any:
+    """Return CSR for sparse input (converting CSC), dense ndarray otherwise; no copies of CSR."""
+    if isinstance(X, CSRBase):
+        return X
+    if isinstance(X, SparseBase):
+        return sparse.csr_matrix(X)
+    return np.asarray(X)

@@ -1,0 +1,5 @@
+"""scdropout.get."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""scdropout.io."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""scdropout.pl."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

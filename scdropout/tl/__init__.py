@@ -1,0 +1,5 @@
+"""scdropout.tl."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
