@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from .._compat import CSCBase, CSRBase, SparseBase
+from scdropout._compat import CSCBase, CSRBase, SparseBase
 
 
 def _type_name(x: object) -> str:
@@ -149,7 +149,9 @@ def check_choice(value: Any, *, name: str, choices: Iterable[Any]) -> None:
         raise ValueError(msg)
 
 
-def check_positive_int(value: Any, *, name: str, minimum: int = 1, allow_none: bool = False) -> None:
+def check_positive_int(
+    value: Any, *, name: str, minimum: int = 1, allow_none: bool = False
+) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``value`` is an int >= ``minimum``."""
     if value is None and allow_none:
         return

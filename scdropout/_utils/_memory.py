@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._settings import settings
+from scdropout._settings import settings
 
 
 def check_memory(n_bytes: float, *, what: str, ways_out: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .._settings import settings
+from scdropout._settings import settings
 
 
 def resolve_n_jobs(n_jobs: int | None) -> int:

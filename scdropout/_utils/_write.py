@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import _keys
-from .._logging import logger
+from scdropout import _keys
+from scdropout._logging import logger
 
 SLOTS = ("obs", "var", "obsm", "varm", "obsp", "varp", "layers", "uns")
 
@@ -24,7 +24,9 @@ def _existing(adata: Any, slot: str) -> Any:
     return container.columns if slot in ("obs", "var") else container.keys()
 
 
-def check_conflicts(adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str) -> None:
+def check_conflicts(
+    adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str
+) -> None:
     """Raise ``ValueError`` if any key in ``results`` exists in ``adata`` but was not ours.
 
     Call it during validation, before computing, so a conflict fails fast.

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from .._utils import as_generator, check_positive_int, seed_repr
+from scdropout._utils import as_generator, check_positive_int, seed_repr
 
 _BASES = np.array(list("ACGT"))
 
 
 def _barcodes(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unique 16-mer barcodes with the Cell Ranger ``-1`` suffix."""
+    """Draw unique 16-mer barcodes with the Cell Ranger ``-1`` suffix."""
     out: list[str] = []
     seen: set[str] = set()
     while len(out) < n:
@@ -172,7 +172,9 @@ def synthetic(
     X = sparse.vstack(obs_chunks, format="csr").astype(np.float32)
     obs = pd.DataFrame(
         {
-            "group": pd.Categorical(groups.astype(str), categories=[str(k) for k in range(n_groups)]),
+            "group": pd.Categorical(
+                groups.astype(str), categories=[str(k) for k in range(n_groups)]
+            ),
             "library_size_true": libs,
         },
         index=pd.Index(_barcodes(rng, n_cells), name=None),
