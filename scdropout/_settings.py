@@ -35,7 +35,7 @@ class Settings:
     max_memory_gb: float = 8.0
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name not in {f for f in self.__dataclass_fields__}:
+        if name not in set(self.__dataclass_fields__):
             msg = f"`settings` has no attribute {name!r}; valid: {sorted(self.__dataclass_fields__)}."
             raise AttributeError(msg)
         if name == "verbosity":

@@ -20,7 +20,11 @@ import numba
 
 def _twin(func: Callable[..., Any], suffix: str) -> Callable[..., Any]:
     twin = types.FunctionType(
-        func.__code__, func.__globals__, func.__name__ + suffix, func.__defaults__, func.__closure__
+        func.__code__,
+        func.__globals__,
+        func.__name__ + suffix,
+        func.__defaults__,
+        func.__closure__,
     )
     twin.__qualname__ = func.__qualname__ + suffix
     twin.__module__ = func.__module__
