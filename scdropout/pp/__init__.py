@@ -1,5 +1,8 @@
-"""scdropout.pp."""
+"""scdropout.pp: dropout statistics and dropout-aware gene selection on AnnData."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._dropout_genes import dropout_genes
+from ._dropout_stats import dropout_stats
+
+__all__ = ["dropout_genes", "dropout_stats"]
