@@ -14,8 +14,7 @@ from typing import Any
 
 from . import datasets, get, io, kernels, pp, tl
 from ._settings import settings
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {"pl", "models"}
 

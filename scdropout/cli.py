@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, io, pp
+from . import io, pp
 from ._settings import settings
+from ._version import __version__
 
 PROG = "scdropout"
 

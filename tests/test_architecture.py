@@ -12,12 +12,13 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "scdropout"
 
 # layer of each top-level part of the package -> parts it may import from
-BASE = {"_compat", "_settings", "_logging", "_keys", "_utils"}
+BASE = {"_compat", "_settings", "_logging", "_keys", "_utils", "_version"}
 ALLOWED: dict[str, set[str]] = {
     "_compat": set(),
     "_settings": {"_logging"},
     "_logging": {"_settings"},
     "_keys": set(),
+    "_version": set(),
     "_utils": {"_compat", "_settings", "_logging", "_keys"},
     "io": BASE,
     "kernels": {"_compat", "_settings", "_logging", "_utils"},
