@@ -135,7 +135,7 @@ def check_counts(
         cell = repr(str(obs_names[r])) if obs_names is not None else f"row {r}"
         gene = repr(str(var_names[c])) if var_names is not None else f"column {c}"
         msg = (
-            f"{name} holds {label} (first {flat[first]!r}, cell {cell}, gene {gene}); "
+            f"{name} holds {label} (first {flat[first].item()!r}, cell {cell}, gene {gene}); "
             f"this needs {what}."
         )
         raise ValueError(msg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._example import example
 from ._synthetic import synthetic
 
-__all__ = ["synthetic"]
+__all__ = ["example", "synthetic"]
