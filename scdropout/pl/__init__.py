@@ -1,5 +1,12 @@
-"""scdropout.pl."""
+"""Matplotlib figures from stored results; nothing is recomputed from the data.
+
+Single-panel functions return the matplotlib ``Axes`` they drew into (and accept ``ax=``);
+multi-panel functions return the ``Figure``. Neither calls ``pyplot.show()`` unless
+``show=True``. ``matplotlib.pyplot`` is imported on the first call, not at import time.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._dropout import dropout_curve, dropout_qc
+
+__all__ = ["dropout_curve", "dropout_qc"]
