@@ -168,3 +168,46 @@ def test_parallel_njit_twins_agree_off_main_thread():
     np.testing.assert_array_equal(main, box["r"])
     assert _rowsum.serial.signatures
     assert _rowsum.parallel.signatures
+
+
+@pytest.mark.parametrize("integer", [True, False])
+@pytest.mark.parametrize(
+    "plant",
+    [(), ((5, np.nan),), ((7, -1.0), (3, 0.5)), ((11, np.inf), (2, -0.5)), ((0, -np.inf),)],
+)
+def test_numba_scan_matches_numpy(plant, integer):
+    from scdropout._utils._checks import _first_bad
+    from scdropout._utils._scan import scan_counts
+
+    x = np.random.default_rng(0).poisson(2, size=5000).astype(np.float64)
+    for i, v in plant:
+        x[i] = v
+    expected = _first_bad(x, is_float=True, integer=integer)  # small: the NumPy path
+    assert scan_counts(x, integer) == expected
+    assert scan_counts.py_func(x, integer) == expected
+
+
+def test_check_counts_large_path_gives_same_message(monkeypatch):
+    from scdropout._utils import _checks
+
+    dense = np.array([[1, 0, 2], [0, 3, 0.25]])
+    args = {"name": "`X`", "obs_names": ["c1", "c2"], "var_names": ["g1", "g2", "g3"]}
+    with pytest.raises(
+        ValueError, match=r"non-integer values \(first 0.25, cell 'c2', gene 'g3'\)"
+    ):
+        _utils.check_counts(sparse.csr_matrix(dense), **args)
+    monkeypatch.setattr(_checks, "_SCAN_MIN", 0)
+    with pytest.raises(
+        ValueError, match=r"non-integer values \(first 0.25, cell 'c2', gene 'g3'\)"
+    ):
+        _utils.check_counts(sparse.csr_matrix(dense), **args)
+
+
+def test_functions_do_not_overwrite_each_other():
+    a = _adata()
+    _utils.write_results(a, {"var": {"k_p": np.zeros(3)}}, key_added="k", owner="f")
+    with pytest.raises(ValueError, match=r"holds results of `f`.*another `key_added`.*to `g`"):
+        _utils.write_results(a, {"var": {"k_p": np.ones(3)}}, key_added="k", owner="g")
+    np.testing.assert_array_equal(a.var["k_p"], 0.0)
+    _utils.write_results(a, {"var": {"k_p": np.ones(3)}}, key_added="k", owner="f")
+    np.testing.assert_array_equal(a.var["k_p"], 1.0)

@@ -120,17 +120,12 @@ def check_counts(
         msg = f"{name} has dtype {vals.dtype}; {what} must be numeric."
         raise ValueError(msg)
     is_float = np.issubdtype(vals.dtype, np.floating)
-    checks: list[tuple[np.ndarray | None, str]] = []
     flat = vals.ravel()
-    if is_float:
-        checks.append((~np.isfinite(flat), "NaN or infinite values"))
-    checks.append((flat < 0, "negative values"))
-    if integer and is_float:
-        checks.append((flat != np.round(flat), "non-integer values"))
-    for bad, label in checks:
-        if bad is None or not bad.any():
+    firsts = _first_bad(flat, is_float=is_float, integer=integer)
+    labels = ("NaN or infinite values", "negative values", "non-integer values")
+    for first, label in zip(firsts, labels, strict=True):
+        if first < 0:
             continue
-        first = int(np.argmax(bad))
         r, c = _locate(X, first)
         cell = repr(str(obs_names[r])) if obs_names is not None else f"row {r}"
         gene = repr(str(var_names[c])) if var_names is not None else f"column {c}"
@@ -139,6 +134,33 @@ def check_counts(
             f"this needs {what}."
         )
         raise ValueError(msg)
+
+
+# below this many values the NumPy path is faster than compiling/calling the numba scan
+_SCAN_MIN = 1_000_000
+
+
+def _first_bad(flat: np.ndarray, *, is_float: bool, integer: bool) -> tuple[int, int, int]:
+    """Return the first index of a non-finite, a negative and a fractional value (-1 if none)."""
+    if not is_float:
+        neg = flat < 0
+        return -1, int(np.argmax(neg)) if neg.any() else -1, -1
+    if flat.size >= _SCAN_MIN:
+        return _scan_float(flat, integer=integer)
+    masks = (
+        ~np.isfinite(flat),
+        flat < 0,
+        (flat != np.round(flat)) if integer else np.zeros(1, bool),
+    )
+    a, b, c = (int(np.argmax(bad)) if bad.any() else -1 for bad in masks)
+    return a, b, c
+
+
+def _scan_float(flat: np.ndarray, *, integer: bool) -> tuple[int, int, int]:
+    from ._scan import scan_counts
+
+    a, b, c = scan_counts(flat, integer)
+    return int(a), int(b), int(c)
 
 
 def check_choice(value: Any, *, name: str, choices: Iterable[Any]) -> None:

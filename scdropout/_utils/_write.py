@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-import numpy as np
 
 from scdropout import _keys
 from scdropout._logging import logger
@@ -13,10 +11,16 @@ from scdropout._logging import logger
 SLOTS = ("obs", "var", "obsm", "varm", "obsp", "varp", "layers", "uns")
 
 
-def _written(adata: Any) -> dict[str, list[str]]:
+def _written(adata: Any) -> dict[str, dict[str, str]]:
+    """Return ``{slot: {key: owner}}`` of the keys scdropout wrote into ``adata``."""
     rec = adata.uns.get(_keys.UNS_SCDROPOUT, {})
     written = rec.get(_keys.WRITTEN, {}) if isinstance(rec, Mapping) else {}
-    return {slot: [str(k) for k in np.atleast_1d(written.get(slot, []))] for slot in SLOTS}
+    out: dict[str, dict[str, str]] = {slot: {} for slot in SLOTS}
+    for slot in SLOTS:
+        entry = written.get(slot, {})
+        if isinstance(entry, Mapping):
+            out[slot] = {str(k): str(v) for k, v in entry.items()}
+    return out
 
 
 def _existing(adata: Any, slot: str) -> Any:
@@ -25,11 +29,18 @@ def _existing(adata: Any, slot: str) -> Any:
 
 
 def check_conflicts(
-    adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str
+    adata: Any,
+    results: Mapping[str, Iterable[str]],
+    *,
+    key_added: str,
+    owner: str = "",
 ) -> None:
-    """Raise ``ValueError`` if any key in ``results`` exists in ``adata`` but was not ours.
+    """Raise ``ValueError`` if a key in ``results`` exists and is not ``owner``'s to overwrite.
 
-    Call it during validation, before computing, so a conflict fails fast.
+    A key may be overwritten only when scdropout wrote it before with the same ``owner`` (the
+    public function's name): a key the user or another tool wrote, or one that another
+    scdropout function wrote under the same ``key_added``, is refused. Call it during
+    validation, before computing, so a conflict fails fast.
     """
     written = _written(adata)
     for slot, items in results.items():
@@ -38,25 +49,35 @@ def check_conflicts(
             raise ValueError(msg)
         existing = set(_existing(adata, slot))
         for key in items:
-            if key in existing and key not in written[slot]:
+            if key not in existing:
+                continue
+            prev = written[slot].get(key)
+            if prev is None:
                 msg = (
                     f"`adata.{slot}[{key!r}]` already exists and was not written by scdropout; "
                     f"pass another `key_added` (now {key_added!r}) so nothing of yours is "
                     "overwritten."
                 )
                 raise ValueError(msg)
+            if prev != owner:
+                msg = (
+                    f"`adata.{slot}[{key!r}]` holds results of `{prev}`; pass another "
+                    f"`key_added` (now {key_added!r}) to `{owner}` so they are not overwritten."
+                )
+                raise ValueError(msg)
 
 
 def write_results(
-    adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str
+    adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str, owner: str = ""
 ) -> list[str]:
-    """Write ``results`` ({slot: {key: value}}) into ``adata`` and record them as ours.
+    """Write ``results`` ({slot: {key: value}}) into ``adata`` and record them as ``owner``'s.
 
-    Re-writing a key that scdropout wrote before is allowed and logged at info level; a key that
-    exists but that scdropout did not write raises ``ValueError`` (nothing is written then).
-    Returns the list of ``"slot['key']"`` strings written, for the caller's log line.
+    Re-writing a key that the same function wrote before is allowed and logged at info level; a
+    key that exists but that scdropout did not write, or that another scdropout function wrote,
+    raises ``ValueError`` (nothing is written then). Returns the list of ``"slot['key']"``
+    strings written, for the caller's log line.
     """
-    check_conflicts(adata, results, key_added=key_added)
+    check_conflicts(adata, results, key_added=key_added, owner=owner)
     written = _written(adata)
     out: list[str] = []
     for slot, items in results.items():
@@ -66,10 +87,9 @@ def write_results(
             if key in existing:
                 logger.info("overwriting adata.%s[%r] from an earlier run", slot, key)
             container[key] = value
-            if key not in written[slot]:
-                written[slot].append(key)
+            written[slot][key] = owner
             out.append(f"{slot}[{key!r}]")
     rec = dict(adata.uns.get(_keys.UNS_SCDROPOUT, {}))
-    rec[_keys.WRITTEN] = {slot: list(keys) for slot, keys in written.items() if keys}
+    rec[_keys.WRITTEN] = {slot: dict(keys) for slot, keys in written.items() if keys}
     adata.uns[_keys.UNS_SCDROPOUT] = rec
     return out

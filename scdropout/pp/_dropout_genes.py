@@ -181,7 +181,9 @@ def dropout_genes(
         )
         raise ValueError(msg)
     k = key_added
-    check_conflicts(adata, {"var": [f"{k}_{v}" for v in _VAR], "uns": [k]}, key_added=k)
+    check_conflicts(
+        adata, {"var": [f"{k}_{v}" for v in _VAR], "uns": [k]}, key_added=k, owner="dropout_genes"
+    )
     with thread_limit(n_jobs):  # the data checks need the cell totals (one O(nnz) pass)
         # the NB test needs no variance: one pass gives the gene and cell statistics
         X, genes, cells = validated_counts(
@@ -237,7 +239,9 @@ def dropout_genes(
         **fit,
     }
     # (4) write everything in one block
-    written = write_results(adata, {"var": var, "uns": {k: uns}}, key_added=k)
+    written = write_results(
+        adata, {"var": var, "uns": {k: uns}}, key_added=k, owner="dropout_genes"
+    )
     # (5) log one line
     log_written("dropout_genes", written, time.perf_counter() - t0)
     return adata if copy else None

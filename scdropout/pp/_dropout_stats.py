@@ -172,7 +172,7 @@ def dropout_stats(
     check_bool(copy, name="copy")
     resolve_n_jobs(n_jobs)
     check_adata(adata)
-    check_conflicts(adata, _result_keys(key_added), key_added=key_added)
+    check_conflicts(adata, _result_keys(key_added), key_added=key_added, owner="dropout_stats")
     with thread_limit(n_jobs):  # the data checks need the cell totals (one O(nnz) pass)
         X, genes, cells = validated_counts(adata, layer, with_genes=True)
     name = matrix_name(layer)
@@ -239,7 +239,9 @@ def dropout_stats(
         },
     }
     # (4) write everything in one block
-    written = write_results(adata, {"var": var, "obs": obs, "uns": {k: uns}}, key_added=k)
+    written = write_results(
+        adata, {"var": var, "obs": obs, "uns": {k: uns}}, key_added=k, owner="dropout_stats"
+    )
     # (5) log one line
     log_written("dropout_stats", written, time.perf_counter() - t0)
     return adata if copy else None
