@@ -208,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
         "--n-jobs", type=int, default=None, help="threads for numba kernels (default: all)"
     )
     common.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    common.add_argument(
+        "--verbose", action="store_true", help="also show the library's log (keys written, ...)"
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -250,8 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     old_verbosity = settings.verbosity
-    if args.quiet:
-        settings.verbosity = 0
+    settings.verbosity = 1 if args.verbose and not args.quiet else 0
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

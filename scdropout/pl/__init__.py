@@ -7,6 +7,7 @@ multi-panel functions return the ``Figure``. Neither calls ``pyplot.show()`` unl
 
 from __future__ import annotations
 
+from ._cidr import cidr_eigenvalues, cidr_thresholds
 from ._dropout import dropout_curve, dropout_qc
 
-__all__ = ["dropout_curve", "dropout_qc"]
+__all__ = ["cidr_eigenvalues", "cidr_thresholds", "dropout_curve", "dropout_qc"]

@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._autoencoder import autoencoder
+from ._cidr import cidr
+
+__all__: list[str] = ["autoencoder", "cidr"]
