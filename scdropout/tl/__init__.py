@@ -1,8 +1,7 @@
-"""scdropout.tl."""
+"""Tools: CIDR-style clustering and the dropout autoencoder, written into the AnnData."""
 
 from __future__ import annotations
 
 from ._autoencoder import autoencoder
-from ._cidr import cidr
 
-__all__: list[str] = ["autoencoder", "cidr"]
+__all__: list[str] = ["autoencoder"]

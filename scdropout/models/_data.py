@@ -1,0 +1,318 @@
+"""Registration of an AnnData's counts (validated once) and a minibatch Dataset over CSR rows.
+
+In the spirit of scvi-tools' ``setup_anndata``, but the frozen state lives in a
+:class:`Registry` owned by the model, not in ``adata.uns``: ``register`` never writes to adata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from scdropout._compat import SparseBase
+from scdropout._utils import check_counts, get_matrix, missing_key_message
+
+GeneSpec = str | Sequence[str] | Sequence[bool] | np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What a model remembers about the data it was set up with.
+
+    Attributes
+    ----------
+    layer
+        Layer holding the counts, or None for ``X``.
+    var_names
+        Names of the modelled genes, in model order.
+    n_vars
+        Number of modelled genes.
+    n_obs
+        Number of cells at registration.
+    library_median
+        Median library size (sum over modelled genes): the input normalisation scale.
+    library_log_mean
+        Mean of log library size.
+    library_log_sd
+        Standard deviation of log library size.
+    """
+
+    layer: str | None
+    var_names: tuple[str, ...]
+    n_vars: int
+    n_obs: int
+    library_median: float
+    library_log_mean: float
+    library_log_sd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        d = asdict(self)
+        d["var_names"] = list(self.var_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Registry:
+        """Rebuild from :meth:`to_dict` output."""
+        d = dict(d)
+        d["var_names"] = tuple(d["var_names"])
+        return cls(**d)
+
+
+def resolve_genes(adata: Any, genes: GeneSpec) -> np.ndarray:
+    """Return integer column positions of the selected genes, validating ``genes``.
+
+    ``genes`` may be None (all), the name of a boolean ``adata.var`` column (e.g. the selection
+    written by ``pp.dropout_genes``), a boolean mask over ``var_names`` or a list of gene names.
+    """
+    n = adata.n_vars
+    if genes is None:
+        idx = np.arange(n)
+    elif isinstance(genes, str):
+        if genes not in adata.var.columns:
+            raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
+        col = adata.var[genes]
+        if col.dtype != bool:
+            msg = (
+                f"`genes={genes!r}` names a column of dtype {col.dtype}; it must be boolean "
+                "(True for the genes to model)."
+            )
+            raise ValueError(msg)
+        idx = np.flatnonzero(col.to_numpy())
+    else:
+        arr = np.asarray(genes)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                msg = (
+                    f"A boolean `genes` mask must have length n_vars = {n}, got shape {arr.shape}."
+                )
+                raise ValueError(msg)
+            idx = np.flatnonzero(arr)
+        else:
+            names = [str(g) for g in arr.ravel()]
+            pos = adata.var_names.get_indexer(names)
+            if (pos < 0).any():
+                missing = [g for g, p in zip(names, pos, strict=True) if p < 0]
+                msg = (
+                    f"{len(missing)} of the {len(names)} names in `genes` are not in "
+                    f"`adata.var_names` (first: {missing[:5]!r})."
+                )
+                raise ValueError(msg)
+            if len(set(pos.tolist())) != len(pos):
+                msg = "`genes` lists some genes more than once; pass each name once."
+                raise ValueError(msg)
+            idx = pos
+    if len(idx) == 0:
+        msg = f"`genes={genes!r}` selects no genes; select at least one."
+        raise ValueError(msg)
+    return np.asarray(idx, dtype=np.int64)
+
+
+def extract_counts(adata: Any, layer: str | None, gene_idx: np.ndarray) -> Any:
+    """Return the selected counts as float32 CSR (sparse input) or dense float32 (dense input).
+
+    Validates that they are finite, non-negative integers and that no cell is empty.
+    """
+    X = get_matrix(adata, layer)
+    name = "`adata.X`" if layer is None else f"`layer={layer!r}`"
+    if adata.n_obs == 0:
+        msg = "`adata` has no cells."
+        raise ValueError(msg)
+    if gene_idx.size == X.shape[1] and np.array_equal(gene_idx, np.arange(X.shape[1])):
+        raw = X
+    else:
+        raw = X[:, gene_idx]
+    check_counts(
+        raw,
+        name=name,
+        obs_names=adata.obs_names,
+        var_names=adata.var_names[gene_idx],
+        what="raw integer counts (the count likelihoods are undefined otherwise)",
+    )
+    if isinstance(raw, SparseBase):
+        sub = sparse.csr_matrix(raw, dtype=np.float32)
+        if not sub.has_canonical_format:  # never sort or merge in the caller's own arrays
+            sub = sub.copy()
+            sub.sum_duplicates()
+    else:
+        sub = np.ascontiguousarray(raw, dtype=np.float32)
+    library = np.asarray(sub.sum(axis=1)).ravel()
+    empty = np.flatnonzero(library <= 0)
+    if empty.size:
+        msg = (
+            f"{empty.size} cells have no counts in the modelled genes (first: "
+            f"{str(adata.obs_names[empty[0]])!r}); drop them first, e.g. "
+            "`sc.pp.filter_cells(adata, min_counts=1)`, or model more genes."
+        )
+        raise ValueError(msg)
+    return sub
+
+
+def library_sizes(counts: Any) -> np.ndarray:
+    """Return per-cell totals as float32."""
+    return np.asarray(counts.sum(axis=1), dtype=np.float32).ravel()
+
+
+def register(
+    adata: Any, layer: str | None = None, genes: GeneSpec = None
+) -> tuple[Registry, Any, np.ndarray]:
+    """Validate the counts once and freeze what the model needs to know about them.
+
+    Parameters
+    ----------
+    adata
+        The AnnData (cells × genes) with raw counts.
+    layer
+        Layer with the counts; None uses ``X``.
+    genes
+        Gene selection (see :func:`resolve_genes`).
+
+    Returns
+    -------
+    ``(registry, counts, library)``: the frozen :class:`Registry`, the float32 counts (CSR for
+    sparse input) and the per-cell library sizes.
+    """
+    idx = resolve_genes(adata, genes)
+    counts = extract_counts(adata, layer, idx)
+    lib = library_sizes(counts)
+    log_lib = np.log(lib.astype(np.float64))
+    reg = Registry(
+        layer=layer,
+        var_names=tuple(str(v) for v in adata.var_names[idx]),
+        n_vars=len(idx),
+        n_obs=adata.n_obs,
+        library_median=float(np.median(lib)),
+        library_log_mean=float(log_lib.mean()),
+        library_log_sd=float(log_lib.std()),
+    )
+    return reg, counts, lib
+
+
+def align(adata: Any, registry: Registry) -> tuple[Any, np.ndarray]:
+    """Extract the counts of ``registry.var_names`` from another AnnData (by name, any order).
+
+    Raises ``ValueError`` naming how many registered genes are missing.
+    """
+    pos = adata.var_names.get_indexer(list(registry.var_names))
+    missing = [g for g, p in zip(registry.var_names, pos, strict=True) if p < 0]
+    if missing:
+        msg = (
+            f"`adata` lacks {len(missing)} of the {registry.n_vars} genes the model was trained on "
+            f"(first: {missing[:5]!r}); pass an AnnData with the same `var_names`."
+        )
+        raise ValueError(msg)
+    counts = extract_counts(adata, registry.layer, pos.astype(np.int64))
+    return counts, library_sizes(counts)
+
+
+class CountDataset(torch.utils.data.Dataset):
+    """Cells as minibatches: indexing with a list of rows returns dense tensors for those rows only.
+
+    Indexing returns a :class:`Batch`.
+
+    Parameters
+    ----------
+    counts
+        Float32 CSR (or dense) counts, cells × genes.
+    library
+        Library sizes per cell.
+    """
+
+    def __init__(self, counts: Any, library: np.ndarray) -> None:
+        self.counts = counts
+        self.library = np.asarray(library, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.counts.shape[0]
+
+    def __getitem__(self, rows: Any) -> Batch:
+        rows = np.asarray(rows, dtype=np.int64)
+        block = self.counts[rows]
+        if isinstance(block, SparseBase):
+            block = sparse.csr_matrix(block)
+            dense = block.toarray()
+            keep = block.data != 0  # explicit zeros are not non-zeros
+            nz_rows = np.repeat(np.arange(len(rows)), np.diff(block.indptr))[keep]
+            nz_cols = block.indices[keep]
+        else:
+            dense = np.asarray(block)
+            nz_rows, nz_cols = np.nonzero(dense)
+        return Batch(
+            x=torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
+            library=torch.from_numpy(self.library[rows]).unsqueeze(1),
+            nz_rows=torch.from_numpy(nz_rows.astype(np.int64)),
+            nz_cols=torch.from_numpy(nz_cols.astype(np.int64)),
+        )
+
+
+@dataclass
+class Batch:
+    """One minibatch: dense counts, library sizes and the row-major positions of non-zeros."""
+
+    x: torch.Tensor
+    library: torch.Tensor
+    nz_rows: torch.Tensor
+    nz_cols: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        """Move every tensor to ``device``."""
+        return Batch(*(t.to(device, non_blocking=True) for t in self.astuple()))
+
+    def astuple(self) -> tuple[torch.Tensor, ...]:
+        """Return ``(x, library, nz_rows, nz_cols)``."""
+        return self.x, self.library, self.nz_rows, self.nz_cols
+
+    @property
+    def nz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column indices of the non-zero counts."""
+        return self.nz_rows, self.nz_cols
+
+
+def batch_loader(
+    dataset: torch.utils.data.Dataset,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+) -> torch.utils.data.DataLoader:
+    """Return a DataLoader yielding ``(x, library)`` for minibatches of ``indices``.
+
+    Each minibatch is one ``dataset[rows]`` call (a :class:`Batch`) (a single CSR row slice), not a per-cell collate.
+    With ``shuffle``, the order comes from ``generator``. A trailing batch of one cell is merged
+    into the previous one (BatchNorm needs at least two cells in training).
+    """
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    indices = np.asarray(indices, dtype=np.int64)
+    sampler: Any = (
+        SubsetRandomSampler(indices.tolist(), generator=generator) if shuffle else indices.tolist()
+    )
+    batches = _BatchSampler(sampler, batch_size)
+    return DataLoader(dataset, sampler=batches, batch_size=None)
+
+
+class _BatchSampler(torch.utils.data.Sampler):
+    def __init__(self, sampler: Any, batch_size: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        k = max(1, -(-n // self.batch_size))
+        return k - 1 if k > 1 and n % self.batch_size == 1 else k
+
+    def __iter__(self):
+        order = list(iter(self.sampler))
+        bs = self.batch_size
+        starts = list(range(0, len(order), bs))
+        if len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        for i, s in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else len(order)
+            yield sorted(order[s:stop])

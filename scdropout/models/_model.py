@@ -1,0 +1,568 @@
+"""``DropoutAutoencoder``: the user-facing model (registration, training, inference, save/load)."""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from scdropout._logging import logger
+from scdropout._settings import settings
+from scdropout._utils import check_adata, check_choice, check_memory, check_positive_int
+
+from ._data import CountDataset, GeneSpec, Registry, align, batch_loader, register
+from ._module import DROPOUT_KINDS, DROPOUT_MODULES, LIKELIHOODS, DropoutAENet
+from ._seed import seed_from, seeded
+from ._train import History, default_max_epochs, split_indices, train_loop
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+INFERENCE_BATCH = 1024
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scdropout")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``device`` into a :class:`torch.device`.
+
+    ``"auto"`` means ``settings.device`` when that is not ``"auto"``, else CUDA when available,
+    else CPU. Apple's MPS is used only when asked for by name, never silently (scvi-tools'
+    experience: MPS lacks ops and changes results).
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        name = settings.device if device == "auto" else device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(name)
+        except RuntimeError as err:
+            msg = f"`device={device!r}` is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:1'."
+            raise ValueError(msg) from err
+    else:
+        msg = f"`device` must be a string or a torch.device, got {type(device).__name__}."
+        raise TypeError(msg)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        msg = (
+            f"`device={device!r}` asks for CUDA, which is not available here; use 'auto' or 'cpu'."
+        )
+        raise ValueError(msg)
+    return dev
+
+
+def check_rate(value: Any, *, name: str) -> float:
+    """Return ``value`` as float after checking 0 ≤ value < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"`{name}` must be a number in [0, 1), got {value!r}."
+        raise TypeError(msg)
+    if not 0.0 <= float(value) < 1.0:
+        msg = f"`{name}` must be in [0, 1), got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_hidden(hidden: Any) -> tuple[int, ...]:
+    """Return ``hidden`` as a tuple of positive ints (one or more layers)."""
+    if isinstance(hidden, int | np.integer) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if not isinstance(hidden, Sequence) or isinstance(hidden, str) or len(hidden) == 0:
+        msg = (
+            f"`hidden` must be a non-empty sequence of layer widths, e.g. (128,), got {hidden!r}."
+        )
+        raise ValueError(msg)
+    for h in hidden:
+        check_positive_int(h, name="hidden")
+    return tuple(int(h) for h in hidden)
+
+
+class DropoutAutoencoder:
+    """Dropout-regularised count autoencoder for embeddings, imputation and MC-dropout uncertainty.
+
+    A deterministic autoencoder on raw counts, in the family of DCA (Eraslan et al. 2019) with
+    scVI's layout and optimiser (Lopez et al. 2018): the encoder sees ``log1p`` of
+    library-normalised counts, the decoder gives the mean ``μ = softmax(·) · L`` (``L`` the
+    cell's library size), a per-gene inverse dispersion θ and, for ZINB, zero-inflation logits.
+    It is regularised by dropout in both senses: hidden-layer dropout (Bernoulli or Gaussian),
+    input dropout, and *count masking*, which hides a fraction of the observed non-zero counts
+    from the encoder during training while the loss still asks for them. Keeping dropout active
+    at inference (``mc_samples > 0``) gives Monte-Carlo estimates of the uncertainty of the
+    embedding and of the imputed values (Gal & Ghahramani 2016).
+
+    Parameters
+    ----------
+    adata
+        Cells × genes AnnData with raw integer counts (dense, CSR or CSC; never densified).
+    layer
+        Layer with the counts; None uses ``X``.
+    genes
+        Genes to model: None (all), the name of a boolean ``adata.var`` column (e.g. the
+        selection from ``pp.dropout_genes``), a boolean mask or a list of gene names.
+    n_latent
+        Width of the bottleneck (the embedding).
+    hidden
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+    likelihood
+        ``"nb"`` (negative binomial, per-gene θ; the default: on the planted-group simulations
+        and the labelled datasets it clustered at least as well as ZINB and trains faster),
+        ``"zinb"`` (NB plus a zero-inflation probability per entry) or ``"poisson"``.
+    dropout_kind
+        Hidden-layer dropout: ``"bernoulli"`` (inverted dropout, Srivastava et al. 2014) or
+        ``"gaussian"`` (multiplicative noise ξ ~ N(1, p/(1−p)), which keeps the mean).
+    dropout_rate
+        Hidden-layer dropout rate p, in [0, 1).
+    input_dropout
+        Bernoulli dropout rate on the normalised input (DCA's ``input_dropout``), in [0, 1).
+    mask_rate
+        Fraction of the observed non-zero counts zeroed in the encoder input during training, in
+        [0, 1); the loss still targets the original counts, so the model learns to recover
+        counts lost to dropout. 0 disables count masking.
+    random_state
+        Seed for weight initialisation, the validation split, minibatch order, dropout and count
+        masks and MC-dropout passes. All draws happen inside ``torch.random.fork_rng``, so the
+        caller's global torch RNG is untouched. The same seed gives the same result on CPU; CUDA
+        kernels may differ in the last bits between runs.
+
+    Raises
+    ------
+    TypeError
+        ``adata`` is not an in-memory AnnData, or the matrix type is not supported.
+    KeyError
+        ``layer`` or a ``genes`` column is missing.
+    ValueError
+        Counts are not finite non-negative integers, a cell has no counts in the modelled genes,
+        ``genes`` selects nothing, or an option is out of range.
+
+    Examples
+    --------
+    >>> import scdropout as sd
+    >>> adata = sd.datasets.synthetic(n_cells=200, n_genes=100)
+    >>> model = sd.models.DropoutAutoencoder(adata, n_latent=5)
+    >>> history = model.train(max_epochs=2, progress_bar=False)
+    >>> model.get_latent().shape
+    (200, 5)
+    """
+
+    def __init__(
+        self,
+        adata: Any,
+        *,
+        layer: str | None = None,
+        genes: GeneSpec = None,
+        n_latent: int = 10,
+        hidden: Sequence[int] = (128,),
+        likelihood: Literal["nb", "zinb", "poisson"] = "nb",
+        dropout_kind: Literal["bernoulli", "gaussian"] = "bernoulli",
+        dropout_rate: float = 0.1,
+        input_dropout: float = 0.0,
+        mask_rate: float = 0.1,
+        random_state: int | np.random.Generator | None = 0,
+    ) -> None:
+        check_adata(adata)
+        check_positive_int(n_latent, name="n_latent")
+        hidden = check_hidden(hidden)
+        check_choice(likelihood, name="likelihood", choices=LIKELIHOODS)
+        check_choice(dropout_kind, name="dropout_kind", choices=DROPOUT_KINDS)
+        rates = {
+            "dropout_rate": check_rate(dropout_rate, name="dropout_rate"),
+            "input_dropout": check_rate(input_dropout, name="input_dropout"),
+            "mask_rate": check_rate(mask_rate, name="mask_rate"),
+        }
+        seed = seed_from(random_state)
+        registry, counts, library = register(adata, layer, genes)
+        init_kwargs = {
+            "layer": layer,
+            "n_latent": int(n_latent),
+            "hidden": list(hidden),
+            "likelihood": likelihood,
+            "dropout_kind": dropout_kind,
+            **rates,
+            "random_state": seed,
+        }
+        self._setup(registry, init_kwargs, seed)
+        self._counts, self._library = counts, library
+
+    # -- construction shared by __init__ and load ------------------------------------------
+    def _setup(self, registry: Registry, init_kwargs: dict[str, Any], seed: int) -> None:
+        self.registry = registry
+        self.init_kwargs = init_kwargs
+        self.seed = seed
+        self.history: History | None = None
+        self.device = torch.device("cpu")
+        self._counts: Any = None
+        self._library: np.ndarray | None = None
+        kw = init_kwargs
+        with seeded(seed):
+            self.module = DropoutAENet(
+                registry.n_vars,
+                n_latent=kw["n_latent"],
+                hidden=kw["hidden"],
+                likelihood=kw["likelihood"],
+                dropout_kind=kw["dropout_kind"],
+                dropout_rate=kw["dropout_rate"],
+                input_dropout=kw["input_dropout"],
+                mask_rate=kw["mask_rate"],
+                library_scale=registry.library_median,
+            )
+        self.module.eval()
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether :meth:`train` has run (or trained weights were loaded)."""
+        return self.history is not None
+
+    def __repr__(self) -> str:
+        kw = self.init_kwargs
+        state = f"trained {self.history.n_epochs} epochs" if self.history else "untrained"
+        return (
+            f"DropoutAutoencoder({self.registry.n_vars} genes, n_latent={kw['n_latent']}, "
+            f"hidden={tuple(kw['hidden'])}, likelihood={kw['likelihood']!r}, "
+            f"dropout={kw['dropout_kind']}:{kw['dropout_rate']}, mask_rate={kw['mask_rate']}; "
+            f"{state})"
+        )
+
+    # -- training ------------------------------------------------------------------------
+    def train(
+        self,
+        *,
+        max_epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        device: str | torch.device = "auto",
+        early_stopping: bool = True,
+        progress_bar: bool = True,
+        validation_fraction: float = 0.1,
+        patience: int = 20,
+        weight_decay: float = 1e-6,
+    ) -> History:
+        """Fit the model with Adam on minibatches sliced from the sparse counts.
+
+        Training again continues from the current weights with a fresh optimiser and replaces
+        :attr:`history`.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells; None uses scVI's rule
+            ``min(round(20000 / n_cells · 400), 400)``. Early stopping usually ends runs sooner.
+        batch_size
+            Cells per minibatch.
+        lr
+            Adam learning rate.
+        device
+            ``"auto"`` (CUDA if available, else CPU; never MPS silently), ``"cpu"``, ``"cuda"``,
+            ``"cuda:1"`` or a :class:`torch.device`.
+        early_stopping
+            Stop after ``patience`` epochs without improvement of the validation loss (the
+            training loss without a validation split); the best epoch's weights are kept.
+        progress_bar
+            Show an epoch bar with the losses (also off when ``settings.progress_bar`` is False).
+        validation_fraction
+            Fraction of cells held out for validation (none below 20 cells), in [0, 1).
+        patience
+            Epochs without improvement before early stopping.
+        weight_decay
+            Adam's L2 weight decay.
+
+        Returns
+        -------
+        The :class:`History` of per-epoch losses (also kept as :attr:`history`).
+
+        Raises
+        ------
+        RuntimeError
+            The loss became NaN or infinite (the message names the epoch and the knob to change,
+            e.g. a lower ``lr`` or ``likelihood='nb'``).
+        ValueError
+            An option is out of range, or the model was loaded without data to train on.
+        """
+        check_positive_int(max_epochs, name="max_epochs", allow_none=True)
+        check_positive_int(batch_size, name="batch_size", minimum=2)
+        check_positive_int(patience, name="patience")
+        for name, value in [("lr", lr), ("weight_decay", weight_decay)]:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                msg = f"`{name}` must be a number, got {value!r}."
+                raise TypeError(msg)
+        if not (np.isfinite(lr) and lr > 0):
+            msg = f"`lr` must be a positive finite number, got {lr!r}."
+            raise ValueError(msg)
+        if not (np.isfinite(weight_decay) and weight_decay >= 0):
+            msg = f"`weight_decay` must be a non-negative number, got {weight_decay!r}."
+            raise ValueError(msg)
+        vf = check_rate(validation_fraction, name="validation_fraction")
+        dev = resolve_device(device)
+        if self._counts is None:
+            msg = "This model has no data to train on; pass `adata` to `DropoutAutoencoder.load`."
+            raise ValueError(msg)
+        n = self._counts.shape[0]
+        epochs = default_max_epochs(n) if max_epochs is None else int(max_epochs)
+        rng = np.random.default_rng(self.seed)
+        train_idx, val_idx = split_indices(n, vf, rng)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        dataset = CountDataset(self._counts, self._library)
+        logger.info(
+            "training %r on %d cells (%d validation), up to %d epochs on %s",
+            self,
+            len(train_idx),
+            len(val_idx),
+            epochs,
+            dev,
+        )
+        with seeded(self.seed + 1, dev):
+            hist = train_loop(
+                self.module,
+                dataset,
+                train_idx=train_idx,
+                val_idx=val_idx,
+                max_epochs=epochs,
+                batch_size=batch_size,
+                lr=float(lr),
+                weight_decay=float(weight_decay),
+                early_stopping=early_stopping,
+                patience=patience,
+                device=dev,
+                generator=generator,
+                progress_bar=progress_bar and settings.progress_bar,
+            )
+        self.device = dev
+        self.history = hist
+        logger.info(
+            "trained %d epochs (best %d), final train loss %.4g",
+            hist.n_epochs,
+            hist.best_epoch,
+            hist.train_loss[-1],
+        )
+        return hist
+
+    # -- inference -----------------------------------------------------------------------
+    def _data_for(self, adata: Any) -> tuple[Any, np.ndarray]:
+        if adata is None:
+            if self._counts is None:
+                msg = "This model was loaded without data; pass `adata`."
+                raise ValueError(msg)
+            return self._counts, self._library
+        check_adata(adata)
+        return align(adata, self.registry)
+
+    def _mc_mode(self) -> None:
+        """Eval mode everywhere except the dropout layers (MC dropout, Gal & Ghahramani 2016)."""
+        self.module.eval()
+        for m in self.module.modules():
+            if isinstance(m, DROPOUT_MODULES):
+                m.train()
+
+    def _run(
+        self, adata: Any, mc_samples: int, what: Literal["latent", "mean"]
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        check_positive_int(mc_samples, name="mc_samples", minimum=0)
+        counts, library = self._data_for(adata)
+        n = counts.shape[0]
+        width = self.module.to_latent.out_features if what == "latent" else self.registry.n_vars
+        n_out = 2 if mc_samples else 1
+        if what == "mean":
+            check_memory(
+                4.0 * n * width * n_out,
+                what=f"the dense {n:,} x {width:,} float32 imputed matrix"
+                + (" and its sd" if mc_samples else ""),
+                ways_out="Model fewer genes (`genes=`), or impute a subset of cells.",
+            )
+        mean = np.empty((n, width), dtype=np.float32)
+        sd = np.empty((n, width), dtype=np.float32) if mc_samples else None
+        loader = batch_loader(
+            CountDataset(counts, library), np.arange(n), batch_size=INFERENCE_BATCH, shuffle=False
+        )
+        dev = self.device
+        self.module.to(dev)
+        start = 0
+        try:
+            with seeded(self.seed + 2, dev), torch.inference_mode():
+                if mc_samples:
+                    self._mc_mode()
+                else:
+                    self.module.eval()
+                for cpu_batch in loader:
+                    batch = cpu_batch.to(dev)
+                    x, lib = batch.x, batch.library
+                    stop = start + x.shape[0]
+                    if not mc_samples:
+                        out = self.module(x, lib, mask=False)
+                        val = out.z if what == "latent" else out.mu
+                        mean[start:stop] = val.float().cpu().numpy()
+                    else:
+                        # Welford's running mean and sum of squares over the passes
+                        m = torch.zeros(x.shape[0], width, dtype=torch.float64, device=dev)
+                        s = torch.zeros_like(m)
+                        for t in range(1, mc_samples + 1):
+                            out = self.module(x, lib, mask=False)
+                            val = (out.z if what == "latent" else out.mu).double()
+                            delta = val - m
+                            m += delta / t
+                            s += delta * (val - m)
+                        mean[start:stop] = m.float().cpu().numpy()
+                        var = s / max(mc_samples - 1, 1)
+                        sd[start:stop] = var.sqrt().float().cpu().numpy()  # type: ignore[index]
+                    start = stop
+        finally:
+            self.module.eval()
+        return (mean, sd) if sd is not None else mean
+
+    def get_latent(
+        self, adata: Any = None, *, mc_samples: int = 0
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Return the embedding (cells × ``n_latent``, float32), computed batch by batch.
+
+        Parameters
+        ----------
+        adata
+            Cells to embed; None uses the training data. Its genes are matched by name to those
+            the model was trained on (any order; extra genes are ignored).
+        mc_samples
+            0 for the deterministic embedding (dropout off); T > 0 runs T passes with dropout
+            on and returns their mean and per-entry standard deviation.
+
+        Returns
+        -------
+        The embedding, or ``(mean, sd)`` when ``mc_samples > 0``.
+
+        Raises
+        ------
+        ValueError
+            ``adata`` lacks some of the model's genes (the message says how many), or its counts
+            are invalid.
+        """
+        return self._run(adata, mc_samples, "latent")
+
+    def get_imputed(
+        self, adata: Any = None, *, mc_samples: int = 0
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Return denoised expected counts μ (cells × modelled genes, float32, library-size scaled).
+
+        The result is dense; its size is checked against ``settings.max_memory_gb`` first.
+
+        Parameters
+        ----------
+        adata
+            Cells to impute; None uses the training data. Genes are matched by name.
+        mc_samples
+            0 for the deterministic mean (dropout off); T > 0 runs T MC-dropout passes and
+            returns their mean and per-entry standard deviation (Gal & Ghahramani 2016).
+
+        Returns
+        -------
+        The imputed means, or ``(mean, sd)`` when ``mc_samples > 0``.
+
+        Raises
+        ------
+        MemoryError
+            The dense output would exceed ``settings.max_memory_gb``.
+        ValueError
+            ``adata`` lacks some of the model's genes, or its counts are invalid.
+        """
+        return self._run(adata, mc_samples, "mean")
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Write ``model.pt`` (the state_dict only) and ``config.json`` into directory ``path``.
+
+        Parameters
+        ----------
+        path
+            Directory to create.
+        overwrite
+            Replace the two files if ``path`` exists.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is False.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            msg = f"{str(path)!r} already exists; pass `overwrite=True` to replace it."
+            raise FileExistsError(msg)
+        path.mkdir(parents=True, exist_ok=True)
+        hist = self.history.to_dict() if self.history is not None else None
+        config = {
+            "class": type(self).__name__,
+            "version": _version(),
+            "init_kwargs": self.init_kwargs,
+            "registry": self.registry.to_dict(),
+            "history": hist,
+        }
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        torch.save(state, path / MODEL_FILE)
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+
+    @classmethod
+    def load(
+        cls, path: str | Path, adata: Any = None, *, device: str | torch.device = "auto"
+    ) -> DropoutAutoencoder:
+        """Load a model written by :meth:`save` (weights only, no pickled objects).
+
+        Parameters
+        ----------
+        path
+            Directory written by :meth:`save`.
+        adata
+            Data to attach (for :meth:`get_latent` without arguments and further training); its
+            ``var_names`` must contain every gene of the model.
+        device
+            Where to put the weights (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+
+        Returns
+        -------
+        The model.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` or one of its two files does not exist.
+        ValueError
+            The files are malformed, or ``adata`` lacks some of the model's genes (the message
+            says how many and names the first few).
+        """
+        path = Path(path)
+        for f in (path / CONFIG_FILE, path / MODEL_FILE):
+            if not f.is_file():
+                msg = f"{str(f)!r} does not exist; is {str(path)!r} a saved DropoutAutoencoder?"
+                raise FileNotFoundError(msg)
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text())
+            registry = Registry.from_dict(config["registry"])
+            init_kwargs = dict(config["init_kwargs"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            err.add_note(str(path / CONFIG_FILE))
+            msg = f"{str(path / CONFIG_FILE)!r} is malformed: {err!r}."
+            raise ValueError(msg) from err
+        if config.get("class") != cls.__name__:
+            msg = f"{str(path)!r} holds a {config.get('class')!r}, not a {cls.__name__}."
+            raise ValueError(msg)
+        dev = resolve_device(device)
+        counts = library = None
+        if adata is not None:
+            check_adata(adata)
+            counts, library = align(adata, registry)
+        model = cls.__new__(cls)
+        model._setup(registry, init_kwargs, int(init_kwargs["random_state"]))
+        state = torch.load(path / MODEL_FILE, map_location=dev, weights_only=True)
+        model.module.load_state_dict(state)
+        model.module.to(dev)
+        model.module.eval()
+        model.device = dev
+        if config.get("history") is not None:
+            model.history = History.from_dict(config["history"])
+        model._counts, model._library = counts, library
+        return model

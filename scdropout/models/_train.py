@@ -1,0 +1,211 @@
+"""A plain training loop: Adam, validation split, early stopping, NaN-loss detection, epoch bar."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from scdropout._logging import logger
+
+from ._data import CountDataset, batch_loader
+from ._module import DropoutAENet
+
+
+@dataclass
+class History:
+    """Per-epoch losses of one training run.
+
+    Attributes
+    ----------
+    train_loss
+        Mean per-cell negative log-likelihood on the training cells (with dropout active).
+    val_loss
+        The same on the validation cells in eval mode (empty without a validation split).
+    train_nll_masked
+        Per-entry NLL of the masked counts (empty when ``mask_rate`` is 0).
+    best_epoch
+        1-based epoch whose weights were kept (lowest validation loss; the last epoch without one).
+    stopped_early
+        Whether early stopping ended the run before ``max_epochs``.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    train_nll_masked: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    @property
+    def n_epochs(self) -> int:
+        """Number of epochs run."""
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return {
+            "train_loss": list(self.train_loss),
+            "val_loss": list(self.val_loss),
+            "train_nll_masked": list(self.train_nll_masked),
+            "best_epoch": int(self.best_epoch),
+            "stopped_early": bool(self.stopped_early),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            train_loss=[float(v) for v in d.get("train_loss", [])],
+            val_loss=[float(v) for v in d.get("val_loss", [])],
+            train_nll_masked=[float(v) for v in d.get("train_nll_masked", [])],
+            best_epoch=int(d.get("best_epoch", 0)),
+            stopped_early=bool(d.get("stopped_early", False)),
+        )
+
+
+def default_max_epochs(n_cells: int) -> int:
+    """Return scVI's rule ``min(round(20000 / n_cells · 400), 400)``, capped at ``MAX_EPOCHS_CAP``."""
+    return max(1, min(round(20000 / max(n_cells, 1) * 400), MAX_EPOCHS_CAP))
+
+
+#: cap on the default epoch count; early stopping usually ends runs well before it
+MAX_EPOCHS_CAP = 400
+
+
+def split_indices(
+    n: int, validation_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(train, validation)`` cell indices; no validation below 20 cells or at fraction 0."""
+    perm = rng.permutation(n)
+    n_val = round(n * validation_fraction) if n >= 20 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _nan_error(epoch: int, value: float, lr: float, likelihood: str) -> RuntimeError:
+    knob = f"lower `lr` (now {lr!r})"
+    if likelihood != "nb":
+        knob += ", or use `likelihood='nb'`"
+    msg = (
+        f"The training loss became {value!r} at epoch {epoch}; {knob}. Check also that the "
+        "counts are raw integer UMI/read counts."
+    )
+    return RuntimeError(msg)
+
+
+def train_loop(
+    module: DropoutAENet,
+    dataset: CountDataset,
+    *,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    early_stopping: bool,
+    patience: int,
+    device: torch.device,
+    generator: torch.Generator,
+    progress_bar: bool,
+) -> History:
+    """Train ``module`` in place and return its :class:`History`.
+
+    Adam (scVI's ``eps=0.01``, weight decay), gradient-norm clipping at 100, one pass over
+    ``train_idx`` per epoch in minibatches shuffled by ``generator``. With a validation set the
+    weights of the best validation epoch are restored at the end; early stopping ends the run
+    after ``patience`` epochs without a relative improvement of 1e-4.
+
+    Raises
+    ------
+    RuntimeError
+        When a loss is NaN or infinite; the message names the epoch and the knob to change.
+    """
+    from tqdm.auto import tqdm
+
+    module.to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=lr, eps=0.01, weight_decay=weight_decay)
+    train_loader = batch_loader(
+        dataset, train_idx, batch_size=batch_size, shuffle=True, generator=generator
+    )
+    val_loader = (
+        batch_loader(dataset, val_idx, batch_size=max(batch_size, 1024), shuffle=False)
+        if len(val_idx)
+        else None
+    )
+    hist = History()
+    best = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best = 0
+    bar = tqdm(range(1, max_epochs + 1), desc="epochs", unit="epoch", disable=not progress_bar)
+    for epoch in bar:
+        module.train()
+        tot, n_cells, masked_sum, n_masked = 0.0, 0, 0.0, 0
+        for cpu_batch in train_loader:
+            batch = cpu_batch.to(device)
+            x = batch.x
+            out = module(x, batch.library, nz=batch.nz)
+            loss = module.loss(x, out, batch.nz)
+            if not torch.isfinite(loss.total):
+                raise _nan_error(epoch, float(loss.total.detach()), lr, module.likelihood)
+            opt.zero_grad(set_to_none=True)
+            loss.total.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm=100.0)
+            opt.step()
+            tot += float(loss.total.detach()) * x.shape[0]
+            n_cells += x.shape[0]
+            if out.masked is not None:
+                k = int(loss.n_masked)
+                masked_sum += float(loss.nll_masked.detach()) * k
+                n_masked += k
+        hist.train_loss.append(tot / max(n_cells, 1))
+        if module.mask_rate > 0:
+            hist.train_nll_masked.append(masked_sum / max(n_masked, 1))
+        current = hist.train_loss[-1]
+        if val_loader is not None:
+            current = evaluate(module, val_loader, device)
+            if not math.isfinite(current):
+                raise _nan_error(epoch, current, lr, module.likelihood)
+            hist.val_loss.append(current)
+        postfix = {"train": f"{hist.train_loss[-1]:.4g}"}
+        if hist.val_loss:
+            postfix["val"] = f"{hist.val_loss[-1]:.4g}"
+        bar.set_postfix(postfix, refresh=False)
+        if not math.isfinite(best) or current < best - 1e-4 * abs(best):
+            best = current
+            hist.best_epoch = epoch
+            since_best = 0
+            if val_loader is not None:
+                best_state = copy.deepcopy(module.state_dict())
+        else:
+            since_best += 1
+            if early_stopping and since_best >= patience:
+                hist.stopped_early = True
+                logger.debug("early stopping at epoch %d (best %d)", epoch, hist.best_epoch)
+                break
+    bar.close()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    else:
+        hist.best_epoch = hist.n_epochs
+    module.eval()
+    return hist
+
+
+def evaluate(
+    module: DropoutAENet, loader: torch.utils.data.DataLoader, device: torch.device
+) -> float:
+    """Return the mean per-cell NLL over ``loader`` in eval mode (no masking, no dropout)."""
+    module.eval()
+    tot, n = 0.0, 0
+    with torch.inference_mode():
+        for cpu_batch in loader:
+            batch = cpu_batch.to(device)
+            x = batch.x
+            out = module(x, batch.library, mask=False)
+            tot += float(module.loss(x, out, batch.nz).total) * x.shape[0]
+            n += x.shape[0]
+    return tot / max(n, 1)

@@ -1,0 +1,194 @@
+"""tl.autoencoder: keys written, copy, key_added, h5ad round trip, validation before work."""
+
+from __future__ import annotations
+
+import inspect
+
+import anndata as ad
+import numpy as np
+import pytest
+from anndata.tests.helpers import assert_equal
+from scipy import sparse
+
+import scdropout as sd
+
+torch = pytest.importorskip("torch")
+
+FAST = {"n_latent": 4, "hidden": (16,), "max_epochs": 3, "progress_bar": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def _small_cached():
+    return sd.datasets.synthetic(n_cells=200, n_genes=100, n_markers=10, random_state=2)
+
+
+@pytest.fixture
+def small(_small_cached):
+    return _small_cached.copy()
+
+
+def test_writes_documented_keys(small):
+    before = set(small.obsm) | set(small.layers) | set(small.uns)
+    assert sd.tl.autoencoder(small, **FAST) is None
+    assert small.obsm["X_dae"].shape == (200, 4)
+    assert small.obsm["X_dae"].dtype == np.float32
+    assert set(small.obsm) | set(small.layers) | set(small.uns) == before | {
+        "X_dae",
+        "dae",
+        "scdropout",  # the record of keys scdropout wrote
+    }
+    uns = small.uns["dae"]
+    assert set(uns) == {
+        "params",
+        "history",
+        "n_epochs",
+        "best_epoch",
+        "stopped_early",
+        "device",
+        "n_genes",
+    }
+    assert uns["n_epochs"] == len(uns["history"]["train_loss"]) == 3
+    assert uns["device"] == "cpu"
+    # params record every argument
+    sig = inspect.signature(sd.tl.autoencoder)
+    assert set(uns["params"]) == set(sig.parameters) - {"adata"}
+    assert uns["params"]["random_state"] == 0
+    assert uns["params"]["layer"] == "None"
+
+
+def test_impute_with_mc_writes_layers(small):
+    other = small.copy()
+    sd.tl.autoencoder(small, impute=True, mc_samples=4, **FAST)
+    mean, sd_ = small.layers["dae_imputed"], small.layers["dae_imputed_sd"]
+    assert mean.shape == sd_.shape == small.shape
+    assert np.isfinite(mean).all()
+    assert (sd_ >= 0).all()
+    assert (sd_ > 0).mean() > 0.99
+    sd.tl.autoencoder(other, impute=True, **FAST)
+    assert "dae_imputed_sd" not in other.layers
+    # the deterministic mean and the MC mean are close but not equal
+    assert not np.array_equal(other.layers["dae_imputed"], mean)
+    np.testing.assert_allclose(other.layers["dae_imputed"].sum(1), mean.sum(1), rtol=1e-3)
+
+
+def test_gene_subset_imputes_only_those_genes(small):
+    small.var["use"] = np.arange(small.n_vars) < 30
+    sd.tl.autoencoder(small, genes="use", impute=True, **FAST)
+    imp = small.layers["dae_imputed"]
+    assert np.isfinite(imp[:, :30]).all()
+    assert np.isnan(imp[:, 30:]).all()
+    assert list(small.uns["dae"]["genes"]) == list(small.var_names[:30])
+    assert small.uns["dae"]["params"]["genes"] == "use"
+
+
+def test_copy_leaves_input_unchanged(small):
+    orig = small.copy()
+    out = sd.tl.autoencoder(small, copy=True, impute=True, **FAST)
+    assert isinstance(out, ad.AnnData)
+    assert_equal(small, orig)
+    assert "X_dae" in out.obsm
+    assert "dae_imputed" in out.layers
+
+
+def test_same_seed_same_embedding(small):
+    a, b = small.copy(), small.copy()
+    sd.tl.autoencoder(a, random_state=5, **FAST)
+    sd.tl.autoencoder(b, random_state=5, **FAST)
+    np.testing.assert_array_equal(a.obsm["X_dae"], b.obsm["X_dae"])
+
+
+def test_key_added_renames_every_key(small):
+    sd.tl.autoencoder(small, key_added="ae2", impute=True, mc_samples=2, **FAST)
+    assert "X_ae2" in small.obsm
+    assert "ae2" in small.uns
+    assert {"ae2_imputed", "ae2_imputed_sd"} <= set(small.layers)
+    assert not [
+        k for slot in ("obsm", "layers", "uns") for k in getattr(small, slot) if "dae" in k
+    ]
+
+
+def test_rerun_overwrites_own_keys_but_not_foreign_ones(small):
+    sd.tl.autoencoder(small, **FAST)
+    sd.tl.autoencoder(small, **FAST)  # ours: allowed
+    other = small.copy()
+    other.obsm["X_mine"] = np.zeros((200, 2))
+    with pytest.raises(ValueError, match="key_added"):
+        sd.tl.autoencoder(other, key_added="mine", **FAST)
+    assert other.obsm["X_mine"].shape == (200, 2)
+    assert "mine" not in other.uns
+
+
+def test_h5ad_round_trip(small, tmp_path):
+    sd.tl.autoencoder(small, impute=True, mc_samples=2, **FAST)
+    small.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    np.testing.assert_array_equal(back.obsm["X_dae"], small.obsm["X_dae"])
+    np.testing.assert_array_equal(back.layers["dae_imputed_sd"], small.layers["dae_imputed_sd"])
+    np.testing.assert_array_equal(
+        back.uns["dae"]["history"]["val_loss"], small.uns["dae"]["history"]["val_loss"]
+    )
+    assert back.uns["dae"]["params"]["max_epochs"] == 3
+
+
+def test_neighbors_on_embedding(small):
+    sc = pytest.importorskip("scanpy")
+    sd.tl.autoencoder(small, **FAST)
+    sc.pp.neighbors(small, use_rep="X_dae", n_neighbors=10, method="gauss")  # no umap compile
+    assert small.obsp["connectivities"].shape == (200, 200)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"mc_samples": 3}, ValueError, "impute=True"),
+        ({"likelihood": "gamma"}, ValueError, "likelihood"),
+        ({"max_epochs": 0}, ValueError, "max_epochs"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"copy": 1}, TypeError, "copy"),
+        ({"key_added": ""}, ValueError, "key_added"),
+        ({"layer": "counts"}, KeyError, "counts"),
+        ({"genes": []}, ValueError, "no genes"),
+        ({"device": "tpu9"}, ValueError, "device"),
+    ],
+)
+def test_bad_arguments_raise_before_work(small, kwargs, exc, match):
+    orig = small.copy()
+    with pytest.raises(exc, match=match):
+        sd.tl.autoencoder(small, **{**FAST, **kwargs})
+    assert_equal(small, orig)
+
+
+def test_bad_counts_raise_and_leave_adata_untouched(small):
+    X = small.X.toarray()
+    X[3, 7] = 1.5
+    small.X = sparse.csr_matrix(X)
+    orig = small.copy()
+    with pytest.raises(ValueError, match="non-integer"):
+        sd.tl.autoencoder(small, **FAST)
+    assert_equal(small, orig)
+
+
+def test_import_scdropout_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, scdropout; scdropout.tl.autoencoder; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_keys_of_another_function_are_not_overwritten(small):
+    sd.pp.dropout_stats(small, key_added="shared")
+    before = small.uns["shared"]
+    with pytest.raises(ValueError, match="key_added"):
+        sd.tl.autoencoder(small, key_added="shared", **FAST)
+    assert small.uns["shared"] is before
+    assert "X_shared" not in small.obsm
