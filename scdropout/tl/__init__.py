@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._autoencoder import autoencoder
+from ._cidr import cidr
 
-__all__: list[str] = ["autoencoder"]
+__all__: list[str] = ["autoencoder", "cidr"]
