@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+import scdropout as sd
+
+
+@pytest.fixture(scope="module")
+def done():
+    a = sd.datasets.synthetic(n_cells=120, n_genes=200, random_state=2)
+    sd.tl.cidr(a, progress_bar=False)
+    return a
+
+
+def test_cidr_eigenvalues(done):
+    ax = sd.pl.cidr_eigenvalues(done, n_show=10)
+    npc = done.uns["cidr"]["n_pcs"]
+    lines = ax.get_lines()
+    assert len(lines[0].get_xdata()) == 10
+    assert len(lines[1].get_xdata()) == npc
+    assert f"n_pcs = {npc}" in [t.get_text() for t in ax.get_legend().get_texts()]
+    _fig, ax2 = plt.subplots()
+    assert sd.pl.cidr_eigenvalues(done, ax=ax2) is ax2
+
+
+def test_cidr_thresholds(done):
+    fig = sd.pl.cidr_thresholds(done, cells=[0, done.obs_names[5]])
+    ax_t, ax_c = fig.axes
+    assert sum(p.get_height() for p in ax_t.patches) == done.n_obs
+    thr = done.obs["cidr_threshold"].to_numpy()
+    xs = sorted(line.get_xdata()[0] for line in ax_c.get_lines())
+    assert np.allclose(xs, sorted(thr[[0, 5]]))
+    assert len(ax_c.get_legend().get_texts()) == 2
+    fig = sd.pl.cidr_thresholds(done)
+    assert len(fig.axes[1].get_lines()) == 3
+
+
+def test_missing_results():
+    a = sd.datasets.synthetic(n_cells=30, n_genes=100)
+    with pytest.raises(KeyError, match=r"tl\.cidr"):
+        sd.pl.cidr_eigenvalues(a)
+    with pytest.raises(KeyError, match=r"tl\.cidr"):
+        sd.pl.cidr_thresholds(a, key="other")

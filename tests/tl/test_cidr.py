@@ -1,0 +1,239 @@
+"""sd.tl.cidr: results, invariants, side effects and errors (STYLE.md §5)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from anndata.tests.helpers import assert_equal
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import sparse
+from sklearn.metrics import adjusted_rand_score
+
+import scdropout as sd
+from scdropout.kernels import cidr as kc
+
+
+@pytest.fixture(scope="module")
+def small():
+    return sd.datasets.synthetic(n_cells=150, n_genes=300, n_groups=3, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def small_done(small):
+    return sd.tl.cidr(small, progress_bar=False, copy=True)
+
+
+KEYS = {
+    "obs": ["cidr", "cidr_threshold", "cidr_n_candidates"],
+    "var": ["cidr_candidate_rate"],
+    "obsm": ["X_cidr"],
+    "uns": ["cidr"],
+}
+
+
+def test_results_and_quality(small_done):
+    a = small_done
+    u = a.uns["cidr"]
+    k = u["n_clusters"]
+    assert isinstance(a.obs["cidr"].dtype, pd.CategoricalDtype)
+    assert list(a.obs["cidr"].cat.categories) == [str(i) for i in range(k)]
+    assert a.obsm["X_cidr"].shape[1] >= u["n_pcs"]
+    assert u["variation"].sum() == pytest.approx(1.0)
+    assert u["eigenvalues"].size == a.n_obs
+    assert u["ch_index"].size == 3 * u["n_pcs"] + 3
+    assert "cidr_distances" not in a.obsp
+    import inspect
+
+    assert set(u["params"]) == set(inspect.signature(sd.tl.cidr).parameters) - {"adata"}
+    assert adjusted_rand_score(a.obs["group"], a.obs["cidr"]) > 0.9
+    # candidates: entries of the log matrix below the cell's threshold
+    ld = kc.log_tpm(a.X)
+    dense = ld.X.toarray()
+    thr = a.obs["cidr_threshold"].to_numpy()
+    assert_array_equal(a.obs["cidr_n_candidates"], (dense < thr[:, None]).sum(axis=1))
+    rate = a.var["cidr_candidate_rate"].to_numpy()
+    assert_allclose(rate[ld.kept_genes], (dense < thr[:, None]).mean(axis=0))
+    assert np.isnan(np.delete(rate, ld.kept_genes)).all()
+
+
+def test_matches_kernel_pipeline(small, small_done):
+    ld = kc.log_tpm(small.X)
+    th = kc.dropout_thresholds(ld.X, ld.library_size)
+    fit = kc.weighting_threshold(ld.X, th.thresholds)
+    D = kc.dissimilarity(ld.X, th.thresholds, fit.threshold)
+    ref = kc.pcoa_ref(D)
+    u = small_done.uns["cidr"]
+    assert u["w_threshold"] == fit.threshold
+    assert_allclose(u["eigenvalues"], ref.eigenvalues, rtol=1e-8, atol=1e-8)
+    npc = kc.calc_npc(ref.variation)
+    assert u["n_pcs"] == npc
+    wc = kc.ward_clusters(ref.coordinates[:, :npc])
+    assert adjusted_rand_score(wc.labels, small_done.obs["cidr"]) == 1.0
+
+
+def test_store_distances_and_given_k(small):
+    a = sd.tl.cidr(small, progress_bar=False, store_distances=True, n_clusters=5, copy=True)
+    D = a.obsp["cidr_distances"]
+    assert D.shape == (a.n_obs, a.n_obs)
+    assert_array_equal(D, D.T)
+    assert a.uns["cidr"]["n_clusters"] == 5
+    assert a.obs["cidr"].cat.categories.size == 5
+    assert a.uns["cidr"]["ch_index"].size == 0
+    b = sd.tl.cidr(small, progress_bar=False, n_pcs=4, copy=True)
+    assert b.uns["cidr"]["n_pcs"] == 4
+
+
+def test_layouts_dtypes_and_layer_agree(small, small_done, matrix_format):
+    a = small.copy()
+    a.X = matrix_format(a.X.astype(np.int64) if sparse.issparse(a.X) else a.X)
+    sd.tl.cidr(a, progress_bar=False)
+    assert_array_equal(a.obs["cidr"], small_done.obs["cidr"])
+    assert_allclose(a.uns["cidr"]["eigenvalues"], small_done.uns["cidr"]["eigenvalues"])
+    b = small.copy()
+    b.layers["counts"] = b.X.copy()
+    b.X = sparse.csr_matrix(b.X.shape, dtype=np.float32)
+    sd.tl.cidr(b, layer="counts", progress_bar=False)
+    assert_array_equal(b.obs["cidr"], small_done.obs["cidr"])
+
+
+def test_permutation_invariance(small, small_done):
+    perm = np.random.default_rng(0).permutation(small.n_obs)
+    a = sd.tl.cidr(small[perm].copy(), progress_bar=False, copy=True)
+    assert_allclose(
+        a.obs["cidr_threshold"], small_done.obs["cidr_threshold"].to_numpy()[perm], rtol=1e-12
+    )
+    assert adjusted_rand_score(a.obs["cidr"], small_done.obs["cidr"].to_numpy()[perm]) == 1.0
+    assert_allclose(a.uns["cidr"]["eigenvalues"], small_done.uns["cidr"]["eigenvalues"], atol=1e-8)
+
+
+def test_n_jobs_invariance(small):
+    a = sd.tl.cidr(small, progress_bar=False, n_jobs=1, store_distances=True, copy=True)
+    b = sd.tl.cidr(small, progress_bar=False, n_jobs=2, store_distances=True, copy=True)
+    assert_array_equal(a.obsp["cidr_distances"], b.obsp["cidr_distances"])
+    assert_array_equal(a.obs["cidr"], b.obs["cidr"])
+
+
+def test_copy_leaves_input_unchanged(small):
+    before = small.copy()
+    out = sd.tl.cidr(small, progress_bar=False, copy=True)
+    assert isinstance(out, ad.AnnData)
+    assert_equal(small, before)
+
+
+def test_key_added_renames_every_key(small):
+    a = small.copy()
+    assert sd.tl.cidr(a, progress_bar=False, key_added="c2", store_distances=True) is None
+    for slot, keys in KEYS.items():
+        for key in keys:
+            renamed = key.replace("cidr", "c2")
+            assert renamed in getattr(a, slot), (slot, renamed)
+            assert key not in getattr(a, slot)
+    assert "c2_distances" in a.obsp
+    assert a.uns["c2"]["params"]["key_added"] == "c2"
+
+
+def test_rerun_overwrites_ours_but_not_foreign_keys(small):
+    a = small.copy()
+    sd.tl.cidr(a, progress_bar=False)
+    sd.tl.cidr(a, progress_bar=False, n_clusters=4)
+    assert a.uns["cidr"]["n_clusters"] == 4
+    b = small.copy()
+    b.obs["cidr"] = "mine"
+    with pytest.raises(ValueError, match="key_added"):
+        sd.tl.cidr(b, progress_bar=False)
+    assert (b.obs["cidr"] == "mine").all()
+    assert "cidr" not in b.uns
+
+
+def test_write_h5ad_round_trip(small_done, tmp_path):
+    path = tmp_path / "cidr.h5ad"
+    small_done.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert_array_equal(back.obs["cidr"], small_done.obs["cidr"])
+    assert_allclose(back.uns["cidr"]["eigenvalues"], small_done.uns["cidr"]["eigenvalues"])
+    assert back.uns["cidr"]["params"]["genes"] == "None"
+
+
+def test_gene_subset(small):
+    a = small.copy()
+    a.var["use"] = np.arange(a.n_vars) % 2 == 0
+    sd.tl.cidr(a, genes="use", progress_bar=False)
+    assert np.isnan(a.var.loc[~a.var["use"], "cidr_candidate_rate"]).all()
+    assert a.uns["cidr"]["n_genes_used"] <= a.var["use"].sum()
+    ref = sd.tl.cidr(a[:, a.var["use"].to_numpy()].copy(), progress_bar=False, copy=True)
+    assert_allclose(a.uns["cidr"]["eigenvalues"], ref.uns["cidr"]["eigenvalues"])
+
+
+def test_zeros_only_and_logistic(small):
+    a = sd.tl.cidr(small, progress_bar=False, zeros_only=True, copy=True)
+    nz = np.asarray((small.X != 0).sum(axis=1)).ravel()
+    genes = a.uns["cidr"]["n_genes_used"]
+    assert_array_equal(a.obs["cidr_n_candidates"], genes - nz)
+    b = sd.tl.cidr(small, progress_bar=False, step_function=False, copy=True)
+    assert adjusted_rand_score(b.obs["group"], b.obs["cidr"]) > 0.8
+
+
+def test_float32(small, small_done):
+    a = sd.tl.cidr(small, progress_bar=False, dtype="float32", copy=True)
+    assert adjusted_rand_score(a.obs["cidr"], small_done.obs["cidr"]) > 0.99
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_clusters": 1}, ValueError, "n_clusters"),
+        ({"n_clusters": 1000}, ValueError, "n_clusters"),
+        ({"n_pcs": 0}, ValueError, "n_pcs"),
+        ({"n_pcs": 500}, ValueError, "n_pcs"),
+        ({"flavor": "python"}, ValueError, "flavor"),
+        ({"tag_type": "tpm"}, ValueError, "tag_type"),
+        ({"dtype": "float16"}, ValueError, "dtype"),
+        ({"device": "tpu"}, ValueError, "device"),
+        ({"n_jobs": 0}, ValueError, "n_jobs"),
+        ({"layer": "nope"}, KeyError, "layer"),
+        ({"genes": "nope"}, KeyError, "gene_ids"),
+        ({"genes": "marker_of"}, ValueError, "boolean"),
+        ({"copy": 1}, TypeError, "copy"),
+    ],
+)
+def test_bad_arguments(small, kwargs, exc, match):
+    a = small.copy()
+    with pytest.raises(exc, match=match):
+        sd.tl.cidr(a, progress_bar=False, **kwargs)
+    assert "cidr" not in a.obs
+
+
+def test_bad_data(small):
+    a = small[:2].copy()
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        sd.tl.cidr(a, progress_bar=False)
+    b = small.copy()
+    b.X = b.X.astype(np.float64)
+    b.X[0, 0] = 0.5
+    with pytest.raises(ValueError, match="non-integer"):
+        sd.tl.cidr(b, progress_bar=False)
+    sd.tl.cidr(b, progress_bar=False, tag_type="rpkm")  # fine as expression values
+    b.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sd.tl.cidr(b, progress_bar=False, tag_type="rpkm")
+    b.X[0, 0] = -1
+    with pytest.raises(ValueError, match="negative"):
+        sd.tl.cidr(b, progress_bar=False)
+    c = small.copy()
+    c.X = c.X.toarray()
+    c.X[3] = 0
+    with pytest.raises(ValueError, match="no counts"):
+        sd.tl.cidr(c, progress_bar=False)
+    with pytest.raises(TypeError, match="AnnData"):
+        sd.tl.cidr(c.X, progress_bar=False)
+
+
+def test_memory_estimate(small, monkeypatch):
+    monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-6)
+    with pytest.raises(MemoryError, match="Subsample the cells"):
+        sd.tl.cidr(small, progress_bar=False)
