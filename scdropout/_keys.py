@@ -8,8 +8,34 @@ WRITTEN = "written"
 
 # pp.dropout_stats
 DROPOUT_STATS = "dropout"
+# columns written by pp.dropout_stats, as suffixes of f"{key_added}_"; this order is also the
+# column order of the get.dropout_stats / get.dropout_cells tables
+DROPOUT_VAR_COLUMNS = (
+    "n_detected",
+    "detection_rate",
+    "rate",
+    "mean",
+    "var",
+    "mean_nonzero",
+    "mean_normalized",
+    "expected_poisson",
+    "expected",
+    "nb_size",
+    "excess",
+    "zscore",
+    "pval",
+    "qval",
+)
+DROPOUT_OBS_COLUMNS = (
+    "total_counts",
+    "n_detected",
+    "zeros",
+    "expected_zeros",
+    "expected_zeros_poisson",
+)
 # pp.dropout_genes
 DROPOUT_GENES = "dropout_genes"
+DROPOUT_GENES_VAR_COLUMNS = ("rank", "effect", "pval", "qval", "selected")
 # tl.cidr
 CIDR = "cidr"
 # tl.autoencoder

@@ -15,32 +15,9 @@ import pandas as pd
 from scdropout import _keys
 from scdropout._utils import check_adata, missing_key_message
 
-# Column families written by pp.dropout_stats (var) and pp.dropout_genes, as suffixes of
-# f"{key_added}_". The order here is the column order of the returned tables.
-GENE_STATS = (
-    "n_detected",
-    "detection_rate",
-    "rate",
-    "mean",
-    "var",
-    "mean_nonzero",
-    "mean_normalized",
-    "expected_poisson",
-    "expected",
-    "nb_size",
-    "excess",
-    "zscore",
-    "pval",
-    "qval",
-)
-CELL_STATS = (
-    "total_counts",
-    "n_detected",
-    "zeros",
-    "expected_zeros",
-    "expected_zeros_poisson",
-)
-GENE_SELECTION = ("rank", "effect", "pval", "qval", "selected")
+GENE_STATS = _keys.DROPOUT_VAR_COLUMNS
+CELL_STATS = _keys.DROPOUT_OBS_COLUMNS
+GENE_SELECTION = _keys.DROPOUT_GENES_VAR_COLUMNS
 
 
 def _check_key(adata: Any, key: Any, *, function: str) -> None:

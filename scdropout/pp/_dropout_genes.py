@@ -38,7 +38,7 @@ _FLAVORS = ("nbumi", "m3drop")
 _CORRECTIONS = ("bh", "bonferroni")
 #: the correction each flavor uses when ``correction=None`` (R defaults)
 _DEFAULT_CORRECTION = {"nbumi": "bh", "m3drop": "bonferroni"}
-_VAR = ("rank", "effect", "pval", "qval", "selected")
+_VAR = _keys.DROPOUT_GENES_VAR_COLUMNS
 
 
 def _rank(pval, effect, tested) -> np.ndarray:

@@ -33,23 +33,8 @@ from ._dropout_common import (
 if TYPE_CHECKING:
     from anndata import AnnData
 
-_VAR = (
-    "n_detected",
-    "detection_rate",
-    "rate",
-    "mean",
-    "var",
-    "mean_nonzero",
-    "mean_normalized",
-    "expected_poisson",
-    "expected",
-    "nb_size",
-    "excess",
-    "zscore",
-    "pval",
-    "qval",
-)
-_OBS = ("total_counts", "n_detected", "zeros", "expected_zeros", "expected_zeros_poisson")
+_VAR = _keys.DROPOUT_VAR_COLUMNS
+_OBS = _keys.DROPOUT_OBS_COLUMNS
 
 
 def _result_keys(key_added: str) -> dict[str, list[str]]:
