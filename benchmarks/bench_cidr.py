@@ -20,8 +20,23 @@ treat them as noisy upper bounds. numba kernels are compiled (and cached) before
 
 ``--large`` adds ``sd.datasets.synthetic(n_cells=10_000, n_genes=20_000)`` (timing only).
 
+Landmark mode (``tl.cidr(mode="landmark")``, issue 3 "large mode"):
+
+- ``--landmark`` compares landmark and exact mode on the largest labelled datasets where both
+  run (worm_neuron, zeisel, cbmc_citeseq; ``--landmark-datasets`` to change), for
+  ``--n-landmarks`` (default 1000) and seeds 0, 1, 2: ARI between the modes, ARI against
+  the labels, nPC, k, seconds;
+- ``--landmark-large 20000 50000`` times landmark mode on ``sd.datasets.synthetic(n_cells=N,
+  n_genes=20_000, library_size=5000)`` (about 7% nonzero), each run in a fresh subprocess
+  whose peak resident memory is reported (data generation excluded: the matrix is cached in
+  ``benchmarks/_out`` first).
+
+Each part of the ``bench_cidr`` section of RESULTS.md (fidelity, landmark, landmark-large) is
+replaced only when that part is run.
+
 Run: ``.venv/bin/python benchmarks/bench_cidr.py`` (all, ~5 min) or
-``--datasets mouse_bladder worm_neuron``; ``--no-write`` only prints.
+``--datasets mouse_bladder worm_neuron``; ``--datasets`` with no names skips the fidelity
+tables; ``--no-write`` only prints.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ import argparse
 import json
 import logging
 import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +86,23 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_part(part: str, body: str, path: Path = RESULTS) -> None:
+    """Replace one part (``<!-- bench_cidr.part:start/end -->``) inside the section."""
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    inner = text.split(start, 1)[1].split(end, 1)[0].strip("\n") if start in text else ""
+    if inner and f"<!-- {SECTION}." not in inner:  # tables written before parts existed
+        inner = f"<!-- {SECTION}.fidelity:start -->\n{inner}\n<!-- {SECTION}.fidelity:end -->"
+    p_start, p_end = f"<!-- {SECTION}.{part}:start -->", f"<!-- {SECTION}.{part}:end -->"
+    block = f"{p_start}\n{body.rstrip()}\n{p_end}"
+    if p_start in inner and p_end in inner:
+        head, rest = inner.split(p_start, 1)
+        inner = head + block + rest.split(p_end, 1)[1]
+    else:
+        inner = inner.rstrip("\n") + "\n\n" + block
+    write_section(SECTION, inner.strip("\n"))
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -196,7 +230,7 @@ def run_large(n_cells: int, n_genes: int) -> dict:
         a.write_h5ad(cache)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    sd.tl.cidr(a, n_jobs=2, progress_bar=False)
+    sd.tl.cidr(a, mode="exact", n_jobs=2, progress_bar=False)
     total = time.perf_counter() - t0
     tm = a.uns["cidr"]["timings"]
     nnz = a.X.nnz / a.n_obs
@@ -219,7 +253,120 @@ def run_large(n_cells: int, n_genes: int) -> dict:
         "load avg": load,
         "total CPU": sum(v for k, v in tm.items() if k.endswith("_cpu")),
         "ARI truth": adjusted_rand_score(a.obs["group"], a.obs["cidr"]),
+        "nPC": a.uns["cidr"]["n_pcs"],
+        "eigenvalues complete": a.uns["cidr"]["eigenvalues_complete"],
+        "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
     }
+
+
+LANDMARK_DATASETS = ["worm_neuron", "zeisel", "cbmc_citeseq"]
+
+
+def run_landmark_compare(name: str, shared: Path, n_landmarks: int, seeds: list[int]) -> list:
+    a = load_input(name, shared)
+    tag = "rpkm" if name in NON_INTEGER else "raw"
+    labels = a.obs["cell_type"].astype(str).to_numpy()
+    t0 = time.perf_counter()
+    sd.tl.cidr(a, tag_type=tag, mode="exact", n_jobs=2, progress_bar=False)
+    t_exact = time.perf_counter() - t0
+    ex = a.obs["cidr"].to_numpy()
+    u = a.uns["cidr"]
+    rows = [
+        {
+            "dataset": name,
+            "cells": a.n_obs,
+            "mode": "exact",
+            "seed": "-",
+            "nPC": u["n_pcs"],
+            "k": u["n_clusters"],
+            "ARI vs exact": 1.0,
+            "ARI truth": adjusted_rand_score(labels, ex),
+            "seconds": t_exact,
+            "dissim s": u["timings"]["dissimilarity"],
+            "load avg": os.getloadavg()[0],
+        }
+    ]
+    for seed in seeds:
+        t0 = time.perf_counter()
+        b = sd.tl.cidr(
+            a,
+            tag_type=tag,
+            mode="landmark",
+            n_landmarks=min(n_landmarks, a.n_obs),
+            random_state=seed,
+            n_jobs=2,
+            progress_bar=False,
+            key_added="lm",
+            copy=True,
+        )
+        u = b.uns["lm"]
+        rows.append(
+            {
+                "dataset": name,
+                "cells": a.n_obs,
+                "mode": f"landmark L={min(n_landmarks, a.n_obs)}",
+                "seed": seed,
+                "nPC": u["n_pcs"],
+                "k": u["n_clusters"],
+                "ARI vs exact": adjusted_rand_score(ex, b.obs["lm"]),
+                "ARI truth": adjusted_rand_score(labels, b.obs["lm"]),
+                "seconds": time.perf_counter() - t0,
+                "dissim s": u["timings"]["dissimilarity"],
+                "load avg": os.getloadavg()[0],
+            }
+        )
+    return rows
+
+
+def _synthetic_path(n_cells: int, library_size: float) -> Path:
+    cache = REPO / "benchmarks" / "_out" / f"cidr_synthetic_{n_cells}x20000_L{library_size:g}.h5ad"
+    if not cache.exists():
+        a = sd.datasets.synthetic(
+            n_cells=n_cells, n_genes=20_000, n_groups=8, library_size=library_size, random_state=0
+        )
+        a.layers.clear()
+        cache.parent.mkdir(exist_ok=True)
+        a.write_h5ad(cache)
+    return cache
+
+
+def _one_landmark(path: str, n_landmarks: int) -> None:
+    """Child process: one landmark run on a cached h5ad; prints a JSON row."""
+    a = ad.read_h5ad(path)
+    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    t0 = time.perf_counter()
+    sd.tl.cidr(a, mode="landmark", n_landmarks=n_landmarks, n_jobs=2, progress_bar=False)
+    total = time.perf_counter() - t0
+    tm = a.uns["cidr"]["timings"]
+    row = {
+        "dataset": f"synthetic {a.n_obs}x{a.n_vars}",
+        "density": a.X.nnz / a.n_obs / a.n_vars,
+        "landmarks": n_landmarks,
+        "thresholds": tm["thresholds"],
+        "W": tm["weighting_threshold"],
+        "dissim": tm["dissimilarity"],
+        "MDS+nPC": tm["pcoa"],
+        "cluster": tm["clustering"],
+        "total s": total,
+        "total CPU s": sum(v for k, v in tm.items() if k.endswith("_cpu")),
+        "dissim CPU s": tm["dissimilarity_cpu"],
+        "peak RSS GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "RSS after load GB": rss_data,
+        "nPC": a.uns["cidr"]["n_pcs"],
+        "k": a.uns["cidr"]["n_clusters"],
+        "ARI truth": adjusted_rand_score(a.obs["group"], a.obs["cidr"]),
+        "load avg": os.getloadavg()[0],
+    }
+    print("ROW " + json.dumps(row), flush=True)
+
+
+def run_landmark_large(n_cells: int, n_landmarks: int, library_size: float) -> dict:
+    path = _synthetic_path(n_cells, library_size)
+    cmd = [sys.executable, __file__, "--_one-landmark", str(path), "--n-landmarks"]
+    out = subprocess.run(
+        [*cmd, str(n_landmarks)], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(next(x for x in out.splitlines() if x.startswith("ROW "))[4:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,10 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=Path, default=SHARED)
     p.add_argument("--large", action="store_true", help="add the 10,000 x 20,000 synthetic run")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--landmark", action="store_true", help="landmark vs exact on real data")
+    p.add_argument("--landmark-datasets", nargs="*", default=LANDMARK_DATASETS)
+    p.add_argument("--landmark-large", nargs="*", type=int, default=[])
+    p.add_argument("--n-landmarks", type=int, default=1000)
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--library-size", type=float, default=5000.0)
+    p.add_argument("--_one-landmark", dest="one_landmark", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.getLogger("scdropout").setLevel(logging.WARNING)
+    if args.one_landmark:
+        _one_landmark(args.one_landmark, args.n_landmarks)
+        return 0
     refdir = args.shared / "reference" / "cidr"
-    names = args.datasets or sorted(d.name for d in refdir.iterdir() if d.is_dir())
+    names = (
+        args.datasets
+        if args.datasets is not None
+        else sorted(d.name for d in refdir.iterdir() if d.is_dir())
+    )
     # compile (and cache) the kernels outside the timings
     sd.tl.cidr(sd.datasets.synthetic(n_cells=60, n_genes=100), progress_bar=False, n_jobs=2)
     fids, speeds = [], []
@@ -249,6 +410,70 @@ def main(argv: list[str] | None = None) -> int:
         row = run_large(10_000, 20_000)
         print(json.dumps(row), flush=True)
         speeds.append(row)
+    if args.landmark:
+        rows = []
+        for name in args.landmark_datasets:
+            rows += run_landmark_compare(name, args.shared, args.n_landmarks, args.seeds)
+            print(json.dumps(rows[-1], default=str), flush=True)
+        text = "\n".join(
+            [
+                "### Landmark mode vs exact mode (`tl.cidr(mode='landmark')`)",
+                "",
+                "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets --landmark`. "
+                f"Landmark mode with {args.n_landmarks} landmarks (seeds {args.seeds}) against "
+                "exact mode (`flavor='r'`) on the same input; `ARI truth` against the published "
+                "labels. Seconds are single runs on the shared, heavily loaded 2-core machine "
+                "(load avg column): noisy upper bounds.",
+                "",
+                markdown_table(pd.DataFrame(rows)),
+            ]
+        )
+        print(text)
+        if not args.no_write:
+            write_part("landmark", text)
+    if args.landmark_large:
+        rows = []
+        for n in args.landmark_large:
+            rows.append(run_landmark_large(n, args.n_landmarks, args.library_size))
+            print(json.dumps(rows[-1]), flush=True)
+        text = "\n".join(
+            [
+                "### Landmark mode at scale (synthetic, 20,000 genes)",
+                "",
+                "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets --landmark-large "
+                + " ".join(str(n) for n in args.landmark_large)
+                + "`. `sd.datasets.synthetic(n_cells=N, n_genes=20_000, n_groups=8, "
+                f"library_size={args.library_size:g})`, `mode='landmark'`, "
+                f"{args.n_landmarks} landmarks, `n_jobs=2`, each run in a fresh process "
+                "(peak RSS includes the loaded AnnData, `RSS after load` is that part). "
+                "Single runs on the shared, heavily loaded 2-core machine: noisy upper bounds.",
+                "",
+                markdown_table(pd.DataFrame(rows)),
+            ]
+        )
+        print(text)
+        if not args.no_write:
+            write_part("landmark-large", text)
+    if not fids and not speeds:
+        return 0
+    if not fids:  # only the 10,000-cell exact run: its own part, the fidelity tables stay
+        r_cols = ["R", "R ", "R  ", "R   ", "R    ", "R total", "speed-up"]
+        text = "\n".join(
+            [
+                "### Exact mode at 10,000 cells x 20,000 genes",
+                "",
+                "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets --large`. "
+                "`tl.cidr(mode='exact', n_jobs=2)` on `sd.datasets.synthetic(n_cells=10_000, "
+                "n_genes=20_000, n_groups=8)`; wall seconds per step, one run on the shared, "
+                "heavily loaded 2-core machine (load avg column): a noisy upper bound.",
+                "",
+                markdown_table(pd.DataFrame(speeds).drop(columns=r_cols)),
+            ]
+        )
+        print(text)
+        if not args.no_write:
+            write_part("exact-large", text)
+        return 0
     body = [
         '### CIDR (`tl.cidr`, flavor `"r"`) vs R cidr 0.1.5',
         "",
@@ -273,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(body)
     print(text)
     if not args.no_write:
-        write_section(SECTION, text)
+        write_part("fidelity", text)
     return 0
 
 

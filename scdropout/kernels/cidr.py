@@ -10,7 +10,11 @@ kernel boundary):
 - :func:`weighting_threshold` (§2.3) fits the logistic dropout curve by Levenberg-Marquardt;
 - :func:`dissimilarity` (§2.4) computes the implicit-imputation dissimilarity with a tiled,
   sparse-aware numba kernel (:func:`cailliez` is the optional correction);
-- :func:`pcoa` (§2.5), :func:`calc_npc` (§2.6) and :func:`ward_clusters` (§2.7).
+- :func:`pcoa` (§2.5), :func:`calc_npc` (§2.6) and :func:`ward_clusters` (§2.7);
+  :func:`pcoa_npc` gives the same nPC and coordinates from the leading eigenpairs only
+  (:func:`calc_npc_leading` decides the rule from them or asks for the full spectrum).
+
+The landmark approximation for large N is in :mod:`scdropout.kernels.cidr_landmarks`.
 
 Each has a dense NumPy reference (``*_ref``) that transcribes the formula literally; the tests
 compare them with the kernels and with outputs of R CIDR in ``shared/reference/cidr``.
@@ -34,10 +38,12 @@ __all__ = [
     "DropoutThresholds",
     "LogData",
     "PCoA",
+    "PCoANpc",
     "WardClusters",
     "WeightingFit",
     "cailliez",
     "calc_npc",
+    "calc_npc_leading",
     "candidate_counts",
     "choose_k",
     "dissimilarity",
@@ -48,6 +54,7 @@ __all__ = [
     "eigvalsh",
     "log_tpm",
     "pcoa",
+    "pcoa_npc",
     "pcoa_ref",
     "r_density_ref",
     "ward_clusters",
@@ -724,18 +731,19 @@ def _zero_partner_sums(data, indptr, thr, w_thr, step, a, b):
 
 
 @parallel_njit(nogil=True)
-def _dissim_tile(data, indices, indptr, thr, w_thr, step, a, b, Xt, i0, base, j_stop):
-    """S[i0 + t, j] for the tile rows t and all j < j_stop.
+def _dissim_tile(data, indices, indptr, thr, w_thr, step, a, b, Xt, ti, base_t, j0, j1):
+    """S[i, j] for the tile cells i (columns t of ``Xt``) and the CSR cells j0 <= j < j1.
 
-    ``Xt`` is the tile's dense genes x b block of values. With f0(x) = f(x, 0),
+    ``Xt`` is the tile's dense genes x b block of values, ``ti`` and ``base_t`` the tile
+    cells' thresholds and zero-partner sums. With f0(x) = f(x, 0),
     S_ij = base_i + Σ_{g ∈ nz(j)} [f(x_gi, x_gj) - f0(x_gi)]: genes where cell j is zero
     contribute f0(x_gi), summed once in ``base``. Each j is handled by one iteration, in gene
-    order, so the result does not depend on the thread count.
+    order, so the result does not depend on the thread count. Returns (j1 - j0) x b.
     """
     bsz = Xt.shape[1]
-    out = np.empty((j_stop, bsz))
-    ti = thr[i0 : i0 + bsz]
-    for j in prange(j_stop):
+    out = np.empty((j1 - j0, bsz))
+    for jj in prange(j1 - j0):
+        j = j0 + jj
         acc = np.zeros(bsz)
         tj = thr[j]
         for k in range(indptr[j], indptr[j + 1]):
@@ -770,14 +778,15 @@ def _dissim_tile(data, indices, indptr, thr, w_thr, step, a, b, Xt, i0, base, j_
                     c0 = _pair(xi, mi, 0.0, True, w_thr, False, a, b)  # noqa: FBT003
                     acc[t] += c - c0
         for t in range(bsz):
-            out[j, t] = base[i0 + t] + acc[t]
+            out[jj, t] = base_t[t] + acc[t]
     return out
 
 
 @njit(cache=True, nogil=True)
-def _fill_tile(Xt, data, indices, indptr, i0, i1):
-    for t in range(i1 - i0):
-        i = i0 + t
+def _fill_tile(Xt, data, indices, indptr, rows):
+    """Scatter the CSR rows ``rows`` into the columns of the dense genes x b block ``Xt``."""
+    for t in range(rows.shape[0]):
+        i = rows[t]
         for k in range(indptr[i], indptr[i + 1]):
             Xt[indices[k], t] = data[k]
 
@@ -847,6 +856,8 @@ def dissimilarity(
     ------
     ValueError
         If a threshold is not positive (zeros must be candidates).
+    MemoryError
+        If the N x N matrix would exceed ``settings.max_memory_gb``.
     """
     X = sparse.csr_matrix(X, dtype=np.float64) if not isinstance(X, CSRBase) else X
     if not X.has_sorted_indices:
@@ -860,6 +871,17 @@ def dissimilarity(
     indices, indptr = X.indices, X.indptr
     step = bool(step_function)
     w_thr, a, b = float(w_threshold), float(a), float(b)
+    from scdropout._utils import check_memory
+
+    check_memory(
+        n * n * (8 + (0 if np.dtype(dtype) == np.float64 else np.dtype(dtype).itemsize)),
+        what=f"the {n:,} x {n:,} CIDR dissimilarity",
+        ways_out=(
+            "Subsample the cells, or compute dissimilarities to landmark cells only "
+            "(`scdropout.kernels.cidr_landmarks.dissimilarity_to_landmarks`, "
+            "`tl.cidr(mode='landmark')`)."
+        ),
+    )
     base = _zero_partner_sums(data, indptr, thr, w_thr, step, a, b)
     S = np.zeros((n, n), dtype=np.float64)
     Xt = np.zeros((n_genes, tile_size))
@@ -872,9 +894,21 @@ def dissimilarity(
         i1 = min(i0 + tile_size, n)
         bsz = i1 - i0
         Xt[:] = 0.0
-        _fill_tile(Xt, data, indices, indptr, i0, i1)
+        _fill_tile(Xt, data, indices, indptr, np.arange(i0, i1))
         block = _dissim_tile(
-            data, indices, indptr, thr, w_thr, step, a, b, Xt[:, :bsz].copy(), i0, base, i1
+            data,
+            indices,
+            indptr,
+            thr,
+            w_thr,
+            step,
+            a,
+            b,
+            Xt[:, :bsz].copy(),
+            thr[i0:i1],
+            base[i0:i1],
+            0,
+            i1,
         )
         S[i0:i1, :i1] = block.T
     _finish(S)
@@ -1162,6 +1196,116 @@ def _pcoa(B: NDArray[np.float64], n_components: int | None, random_state: Any) -
     return PCoA(lam, np.ascontiguousarray(coords), pos / pos.sum())
 
 
+class PCoANpc(NamedTuple):
+    """Output of :func:`pcoa_npc` (ALGORITHMS.md §2.5-2.6)."""
+
+    #: all eigenvalues (``complete``) or the leading ones, descending, |λ| < EIG_EPS set to 0
+    eigenvalues: NDArray[np.float64]
+    #: principal coordinates, N x max(n_pcs, min(n_components, #positive)) (signs arbitrary)
+    coordinates: NDArray[np.float64]
+    #: λ⁺ / Σλ⁺ over all positive eigenvalues (``complete``) or over the leading ones only
+    variation: NDArray[np.float64]
+    #: the number of coordinates to cluster on: calc_npc of the *full* spectrum, or as given
+    n_pcs: int
+    #: whether ``eigenvalues`` is the full spectrum
+    complete: bool
+
+
+#: cells in the principal submatrix whose positive eigenvalues bound k from below
+SUBMATRIX_SIZE = 1500
+
+
+def _leading_eigh(
+    B: NDArray[np.float64], m: int, random_state: Any
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    from scipy.sparse.linalg import eigsh
+
+    from scdropout._utils import as_generator
+
+    v0 = as_generator(random_state).uniform(-1, 1, size=B.shape[0])
+    mu, V = eigsh(B, k=m, which="LA", v0=v0, tol=0)
+    order = np.argsort(-mu, kind="stable")
+    return mu[order], V[:, order]
+
+
+def pcoa_npc(
+    D: Any,
+    *,
+    n_components: int = 20,
+    n_pcs: int | None = None,
+    n_eigenvalues: int = 50,
+    random_state: int | np.random.Generator | None = 0,
+) -> PCoANpc:
+    """Principal coordinates and CIDR's nPC without the full spectrum when it is not needed.
+
+    ALGORITHMS.md §2.5-2.6 (Lin, Troup & Ho 2017) with the same n_pcs and coordinates as
+    :func:`pcoa` + :func:`calc_npc`, at a fraction of the cost for large N. Up to
+    ``FULL_EIGH_MAX`` cells: one full ``eigh``. Above: the leading ``n_eigenvalues``
+    eigenpairs of B by Lanczos (``eigsh``, full precision), a lower bound on the number k of
+    positive eigenvalues from a ``SUBMATRIX_SIZE`` principal submatrix of B (Cauchy
+    interlacing: λ_i(B) >= λ_i(B_S)), and :func:`calc_npc_leading`, which decides nPC exactly
+    from those or says it cannot; only then are all eigenvalues computed (:func:`eigvalsh`).
+    LAPACK and ARPACK run on one BLAS thread.
+
+    Parameters
+    ----------
+    D
+        Symmetric N x N dissimilarity.
+    n_components
+        Coordinates to return at least (capped at the number of positive eigenvalues).
+    n_pcs
+        nPC if already chosen; None applies CIDR's rule.
+    n_eigenvalues
+        Leading eigenvalues computed when N > ``FULL_EIGH_MAX``.
+    random_state
+        Seed of the Lanczos start vector.
+
+    Returns
+    -------
+    PCoANpc
+        Eigenvalues, coordinates, variation, nPC and whether the spectrum is complete.
+    """
+    from threadpoolctl import threadpool_limits
+
+    D = np.asarray(D)
+    n = D.shape[0]
+    B = _gower(D)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n <= FULL_EIGH_MAX:
+            full = _pcoa(B, None, random_state)
+            npc = calc_npc(full.variation) if n_pcs is None else int(n_pcs)
+            m = max(npc, min(n_components, full.variation.size))
+            coords = full.coordinates[:, : min(m, full.coordinates.shape[1])]
+            return PCoANpc(full.eigenvalues, coords, full.variation, npc, complete=True)
+        m = min(max(n_eigenvalues, n_components, n_pcs or 0, 4), n - 2)
+        mu, V = _leading_eigh(B, m, random_state)
+        mu = np.where(np.abs(mu) < EIG_EPS, 0.0, mu)
+        n_lead = int(np.sum(mu > EIG_EPS))
+        complete = False
+        npc: int | None = int(n_pcs) if n_pcs is not None else None
+        lam = mu
+        if npc is None:
+            idx = np.unique(np.linspace(0, n - 1, min(n, SUBMATRIX_SIZE)).round().astype(np.int64))
+            k_sub = int(np.sum(eigvalsh(B[np.ix_(idx, idx)]) > EIG_EPS))
+            npc = calc_npc_leading(mu, n_positive_min=k_sub, n_cells=n)
+        if npc is None:
+            lam = eigvalsh(B)[::-1]
+            lam = np.where(np.abs(lam) < EIG_EPS, 0.0, lam)
+            complete = True
+            k = int(np.sum(lam > EIG_EPS))
+            variation = lam[:k] / lam[:k].sum()
+            npc = calc_npc(variation)
+        else:
+            k = n_lead
+            variation = mu[:k] / mu[:k].sum()
+        n_store = max(npc, min(n_components, k))
+        if n_store > m:
+            mu, V = _leading_eigh(B, min(n_store, n - 2), random_state)
+        n_store = min(n_store, V.shape[1])
+        coords = V[:, :n_store] * np.sqrt(np.maximum(mu[:n_store], 0.0))
+    return PCoANpc(lam, np.ascontiguousarray(coords), variation, int(npc), complete=complete)
+
+
 # =============================================================================================
 # §2.6 number of principal coordinates
 
@@ -1206,6 +1350,81 @@ def calc_npc(variation: Any) -> int:
         else:
             groups.append([i])
     return NPC_DEFAULT
+
+
+def calc_npc_leading(eigenvalues: Any, *, n_positive_min: int, n_cells: int) -> int | None:
+    """CIDR's ``calc_npc`` from the leading eigenvalues only, or None if they do not decide it.
+
+    ALGORITHMS.md §2.6 on the full spectrum, without computing it. The rule is scale-free
+    (``variation`` enters only through ratios), so it needs the gaps between the leading
+    eigenvalues, the length l = ⌊0.9 k⌋ of the truncated list (k = #{λ > sqrt(eps)}) and λ_l.
+    With λ_1 ≥ ... ≥ λ_m known and a lower bound on k (e.g. from a principal submatrix, by
+    Cauchy interlacing, see :func:`pcoa_leading`):
+
+    - the later gaps of the list sum to < λ_m (they telescope), so the largest gap lies in
+      [max d_known, max(max d_known, λ_m)] and the sum of the three largest in
+      [top-3 known, max(top-3 known, top-2 known + λ_m)], which bound the cutoff;
+    - max(m, ``n_positive_min``) ≤ k ≤ N bound l, and λ_l ∈ (sqrt(eps), λ_m] once l > m:
+      together they bound mean(d) = (v_1 - v_l) / (l - 1) and so the ``spread``;
+    - the grouping walk uses only d_1..d_{i-1} up to the step where it stops.
+
+    If the spread bounds straddle 10 or 15, a gap of the walk falls between the cutoff's
+    bounds, or the walk would need unknown gaps, the answer is None and the caller computes the full spectrum. Otherwise the result equals
+    :func:`calc_npc` on the full spectrum (up to round-off in exact ties).
+
+    Parameters
+    ----------
+    eigenvalues
+        The m largest eigenvalues of B, descending (m >= 4).
+    n_positive_min
+        A lower bound on k, the number of eigenvalues above sqrt(eps).
+    n_cells
+        N, the order of B.
+
+    Returns
+    -------
+    int | None
+        nPC, or None when the leading eigenvalues do not determine it.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    m = lam.size
+    if m < 4 or not lam[-1] > EIG_EPS:
+        return None
+    k_min = max(m, int(n_positive_min))
+    l_min, l_max = math.floor(0.9 * k_min), math.floor(0.9 * n_cells)
+    if l_min <= m:
+        return None
+    d = lam[:-1] - lam[1:]
+    desc = np.sort(d)[::-1]
+    tail = lam[-1]  # the unknown gaps d_m .. d_(l-1) are >= 0 and sum to less than this
+    top3_lo = desc[:3].mean()
+    top3_hi = max(desc[:3].sum(), desc[:2].sum() + tail) / 3.0
+    spread_hi = 100.0 * (lam[0] - EIG_EPS) / (l_min - 1) / top3_lo
+    spread_lo = 100.0 * (lam[0] - tail) / (l_max - 1) / top3_hi
+    if spread_lo > 15:
+        return NPC_DEFAULT
+    if spread_hi <= 10:
+        divisor = 10.0
+    elif spread_lo > 10 and spread_hi <= 15:
+        divisor = 5.0
+    else:
+        return None
+    cut_lo, cut_hi = desc[0] / divisor, max(desc[0], tail) / divisor
+    groups: list[list[int]] = [[1]]
+    for i in range(2, min(m, l_min) + 1):
+        if cut_lo <= d[i - 2] < cut_hi:
+            return None
+        if d[i - 2] < cut_lo:
+            groups[-1].append(i)
+            size = len(groups[-1])
+            if size > 7 or (i > 10 and size > 3):
+                if len(groups) == 1:
+                    return NPC_DEFAULT
+                npc = groups[-2][-1]
+                return NPC_DEFAULT if npc == 1 else int(npc)
+        else:
+            groups.append([i])
+    return None
 
 
 # =============================================================================================

@@ -16,6 +16,7 @@ from scdropout import _keys
 from scdropout._logging import logger
 from scdropout._settings import settings
 from scdropout._utils import (
+    as_generator,
     check_choice,
     check_conflicts,
     check_counts,
@@ -30,6 +31,7 @@ from scdropout._utils import (
     write_results,
 )
 from scdropout.kernels import cidr as kc
+from scdropout.kernels import cidr_landmarks as kl
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
 _FLAVORS = ("r",)
 _TAG_TYPES = ("raw", "cpm", "rpkm")
 _DTYPES = ("float64", "float32")
+_MODES = ("auto", "exact", "landmark")
+#: above this many cells ``mode="auto"`` runs the landmark approximation
+AUTO_LANDMARK_CELLS = 20_000
+#: default number of landmark cells
+N_LANDMARKS = 1000
+#: fewest landmarks accepted
+MIN_LANDMARKS = 50
 #: principal coordinates stored in obsm (at least n_pcs); only these eigenvectors are computed
 N_COMPS = 20
 
@@ -87,6 +96,8 @@ def cidr(
     layer: str | None = None,
     genes: str | None = None,
     flavor: Literal["r"] = "r",
+    mode: Literal["auto", "exact", "landmark"] = "auto",
+    n_landmarks: int | None = None,
     tag_type: Literal["raw", "cpm", "rpkm"] = "raw",
     zeros_only: bool = False,
     n_clusters: int | None = None,
@@ -114,6 +125,12 @@ def cidr(
     zero-density gaps of a cell's KDE, where R's choice depends on FFT round-off and ours is
     the first point of the gap, and where R crashes choosing k (then k = b + 2, §2.7).
 
+    Beyond ~20,000 cells the N x N dissimilarity and its eigendecomposition do not fit, and
+    ``mode="landmark"`` (the default there) approximates CIDR without them: dissimilarities of
+    every cell to ``n_landmarks`` seeded landmark cells, landmark MDS (de Silva & Tenenbaum
+    2004; nPC from the landmarks' spectrum), Ward clustering of the landmarks with the same
+    rule for k, extended to all cells by k-means started at the landmark clusters' centroids.
+
     Parameters
     ----------
     adata
@@ -126,6 +143,15 @@ def cidr(
         as R would on the subset matrix.
     flavor
         ``"r"``: the exact port of R ``cidr`` 0.1.5 (the only flavor so far).
+    mode
+        ``"exact"``: the full N x N method (memory ~24 bytes x N², checked first);
+        ``"landmark"``: the landmark approximation (memory ~16 bytes x N x ``n_landmarks``
+        plus the sparse data, never N x N; no ``store_distances`` or ``correction``);
+        ``"auto"``: exact up to 20,000 cells, landmark above.
+    n_landmarks
+        Landmark cells for ``mode="landmark"`` (between 50 and the number of cells); None
+        uses min(1,000, number of cells). Drawn without replacement from ``random_state``.
+
     tag_type
         ``"raw"``: integer counts, normalised by library size (R's default);
         ``"cpm"``: values already per million, used as log2(x + 1) (R's ``tagType="cpm"``);
@@ -158,7 +184,8 @@ def cidr(
     store_distances
         Also store the N x N dissimilarity in ``adata.obsp``.
     random_state
-        Seed of the Lanczos start vector of the eigen-solver (used when N > 1500).
+        Seed of the Lanczos start vector of the eigen-solver (used when N > 1500) and of the
+        landmark sample.
     key_added
         Name of the results; every key written is derived from it.
     copy
@@ -171,17 +198,25 @@ def cidr(
 
         - ``adata.obs['cidr']``: categorical clusters ``"0"`` .. ``"k-1"``;
         - ``adata.obsm['X_cidr']``: principal coordinates, max(n_pcs, min(20, #positive
-          eigenvalues)) columns, clustering used the first n_pcs (signs arbitrary);
+          eigenvalues)) columns, clustering used the first n_pcs (signs arbitrary; landmark
+          MDS coordinates in landmark mode);
         - ``adata.obs['cidr_threshold']``: per-cell dropout-candidate threshold (log2 TPM + 1);
         - ``adata.obs['cidr_n_candidates']``: dropout candidates per cell (over the used genes);
         - ``adata.var['cidr_candidate_rate']``: fraction of cells in which a gene is a
           candidate (NaN for genes not used);
         - ``adata.uns['cidr']``: ``params`` (every argument), ``w_threshold``, ``curve_a``,
-          ``curve_b``, ``eigenvalues`` (all), ``variation`` (positive
-          part), ``n_pcs``, ``n_clusters``, ``ch_index`` (k = 1..n_max, NaN at k = 1, empty
-          when ``n_clusters`` was given), ``r_would_crash``, ``cailliez_constant``,
-          ``n_genes_used``, ``fast_thresholds``, ``device_used`` and ``timings`` (wall and
-          ``*_cpu`` process seconds per step);
+          ``curve_b``, ``eigenvalues``, ``variation`` (positive part over its sum),
+          ``eigenvalues_complete``, ``n_pcs``, ``n_clusters``, ``ch_index`` (k = 1..n_max,
+          NaN at k = 1, empty when ``n_clusters`` was given), ``r_would_crash``,
+          ``cailliez_constant``, ``n_genes_used``, ``fast_thresholds``, ``device_used``,
+          ``mode`` (``"exact"`` or ``"landmark"``), ``landmarks`` (cell indices, empty in
+          exact mode) and ``timings`` (wall and ``*_cpu`` process seconds per step).
+          Exact mode up to 1,500 cells: ``eigenvalues`` holds all N. Above, only the leading
+          50 are computed (Lanczos) when they decide CIDR's nPC rule exactly (see
+          :func:`scdropout.kernels.cidr.calc_npc_leading`; the full spectrum otherwise), and
+          ``variation`` is then over those 50; ``eigenvalues_complete`` says which.
+          Landmark mode: the landmark block's full spectrum (scaled by about L/N relative to
+          the exact one), and clustering statistics over the landmarks;
         - ``adata.obsp['cidr_distances']``: the dissimilarity, only with ``store_distances``.
 
     Raises
@@ -195,7 +230,8 @@ def cidr(
     KeyError
         If ``layer`` or ``genes`` is not in ``adata``.
     MemoryError
-        If the N x N matrices would exceed ``settings.max_memory_gb``.
+        If the N x N matrices (exact mode) or the N x L ones (landmark mode) would exceed
+        ``settings.max_memory_gb``.
     RuntimeError
         If the dropout-curve fit does not converge (use ``zeros_only=True``).
 
@@ -213,6 +249,7 @@ def cidr(
     check_choice(flavor, name="flavor", choices=_FLAVORS)
     check_choice(tag_type, name="tag_type", choices=_TAG_TYPES)
     check_choice(dtype, name="dtype", choices=_DTYPES)
+    check_choice(mode, name="mode", choices=_MODES)
     for flag, value in (
         ("zeros_only", zeros_only),
         ("step_function", step_function),
@@ -244,6 +281,17 @@ def cidr(
     if not isinstance(random_state, int | np.integer | np.random.Generator | type(None)):
         msg = f"`random_state` must be an int, a numpy Generator or None, got {random_state!r}."
         raise TypeError(msg)
+    if n_landmarks is not None:
+        if mode == "exact":
+            msg = "`n_landmarks` is only used with `mode='landmark'` or 'auto'; drop it or change `mode`."
+            raise ValueError(msg)
+        check_positive_int(n_landmarks, name="n_landmarks", minimum=MIN_LANDMARKS)
+        if n_landmarks > n_cells:
+            msg = (
+                f"`n_landmarks={n_landmarks!r}` exceeds the number of cells ({n_cells}); use at "
+                "most that many, or `mode='exact'`."
+            )
+            raise ValueError(msg)
     mask = _gene_mask(adata, genes)
     check_counts(
         X,
@@ -264,18 +312,49 @@ def cidr(
             f"({int(np.sum(lib <= 0))} such cells); remove empty cells first."
         )
         raise ValueError(msg)
-    # peak: the dissimilarity, the Gower matrix and the eigen-solver's working copy (float64),
-    # plus the float32 copy and, with correction, the 2N x 2N Cailliez problem
+    # exact peak: the dissimilarity, the Gower matrix and the eigen-solver's working copy
+    # (float64), plus the float32 copy and, with correction, the 2N x 2N Cailliez problem
     itemsize = 0 if dtype == "float64" else 4
-    check_memory(
-        n_cells**2 * (24 + itemsize) + (4 * 8 * 2 if correction else 0) * n_cells**2,
-        what=f"CIDR's {n_cells:,} x {n_cells:,} dissimilarity and PCoA matrices",
-        ways_out=(
-            "Subsample the cells (e.g. `adata[rng.choice(adata.n_obs, 10_000)]`)"
-            + (" or drop `correction=True`" if correction else "")
-            + "."
-        ),
-    )
+    exact_bytes = n_cells**2 * (24 + itemsize) + (4 * 8 * 2 if correction else 0) * n_cells**2
+    mode_requested = mode
+    if mode == "auto":  # by the cell count only, so that results never depend on settings
+        mode = "exact" if n_cells <= AUTO_LANDMARK_CELLS else "landmark"
+    if mode == "exact":
+        check_memory(
+            exact_bytes,
+            what=f"CIDR's {n_cells:,} x {n_cells:,} dissimilarity and PCoA matrices",
+            ways_out=(
+                "Use `mode='landmark'` (never forms the N x N matrix), subsample the cells "
+                "(e.g. `adata[rng.choice(adata.n_obs, 10_000)]`)"
+                + (" or drop `correction=True`" if correction else "")
+                + "."
+            ),
+        )
+        n_lm = 0
+    else:
+        for flag, value in (("store_distances", store_distances), ("correction", correction)):
+            if value:
+                msg = (
+                    f"`{flag}=True` needs the N x N dissimilarity, which landmark mode "
+                    f"({n_cells:,} cells) never forms; drop it or use `mode='exact'`."
+                )
+                raise ValueError(msg)
+        n_lm = min(N_LANDMARKS, n_cells) if n_landmarks is None else int(n_landmarks)
+        for arg, value in (("n_clusters", n_clusters), ("n_pcs", n_pcs)):
+            if value is not None and value >= n_lm:
+                msg = (
+                    f"`{arg}={value!r}` must be smaller than the number of landmarks ({n_lm}); "
+                    "raise `n_landmarks`."
+                )
+                raise ValueError(msg)
+        # the N x L dissimilarities, their squares in blocks, the coordinates, the float64
+        # log matrix (data + indices ~ 12 bytes per nonzero, twice while it is built)
+        nnz = X.nnz if hasattr(X, "nnz") else int(np.count_nonzero(X))
+        check_memory(
+            n_cells * n_lm * 8 * 2 + nnz * 24 + n_cells * 8 * 64,
+            what=f"landmark CIDR ({n_cells:,} cells x {n_lm:,} landmarks)",
+            ways_out="Use fewer `n_landmarks`, or fewer genes (`genes=`).",
+        )
     if correction and n_cells > 5000:
         warn(f"`correction=True` on {n_cells} cells solves a {2 * n_cells}-square eigenproblem.")
     check_conflicts(
@@ -306,49 +385,82 @@ def cidr(
         timings["weighting_threshold"] = time.perf_counter() - t0
         timings["weighting_threshold_cpu"] = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
-        D = kc.dissimilarity(
-            ld.X,
-            th.thresholds,
-            fit.threshold,
-            step_function=step_function,
-            a=fit.a,
-            b=fit.b,
-            dtype=np.dtype(dtype),
-            progress_bar=progress_bar and settings.progress_bar,
-        )
         c_const = 0.0
-        if correction:
-            D, c_const = kc.cailliez(D)
-            D = D.astype(dtype, copy=False)
+        D = None
+        landmarks = np.empty(0, dtype=np.int64)
+        if mode == "exact":
+            D = kc.dissimilarity(
+                ld.X,
+                th.thresholds,
+                fit.threshold,
+                step_function=step_function,
+                a=fit.a,
+                b=fit.b,
+                dtype=np.dtype(dtype),
+                progress_bar=progress_bar and settings.progress_bar,
+            )
+            if correction:
+                D, c_const = kc.cailliez(D)
+                D = D.astype(dtype, copy=False)
+        else:
+            rng = as_generator(random_state)
+            landmarks = np.sort(rng.choice(n_cells, size=n_lm, replace=False)).astype(np.int64)
+            D_nl = kl.dissimilarity_to_landmarks(
+                ld.X,
+                th.thresholds,
+                fit.threshold,
+                landmarks,
+                step_function=step_function,
+                a=fit.a,
+                b=fit.b,
+                progress_bar=progress_bar and settings.progress_bar,
+            )
         timings["dissimilarity"] = time.perf_counter() - t0
         timings["dissimilarity_cpu"] = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
-        eig = kc.pcoa(
-            D, n_components=None if n_cells <= 1500 else N_COMPS, random_state=random_state
-        )
-        n_pos = eig.variation.size
-        if n_pos == 0:
-            msg = "the CIDR dissimilarity has no positive eigenvalue; all cells are identical."
-            raise ValueError(msg)
-        npc = kc.calc_npc(eig.variation) if n_pcs is None else int(n_pcs)
-        if npc > n_pos:
-            msg = f"`n_pcs={npc!r}` exceeds the {n_pos} positive eigenvalues of the dissimilarity."
-            raise ValueError(msg)
-        n_store = max(npc, min(N_COMPS, n_pos))
+        if mode == "exact":
+            eig = kc.pcoa_npc(D, n_components=N_COMPS, n_pcs=n_pcs, random_state=random_state)
+            eigenvalues, variation, npc, complete = (
+                eig.eigenvalues,
+                eig.variation,
+                eig.n_pcs,
+                eig.complete,
+            )
+            if variation.size == 0:
+                msg = "the CIDR dissimilarity has no positive eigenvalue; all cells are identical."
+                raise ValueError(msg)
+            if npc > variation.size:
+                msg = (
+                    f"`n_pcs={npc!r}` exceeds the {variation.size} positive eigenvalues of the "
+                    "dissimilarity."
+                )
+                raise ValueError(msg)
+        else:
+            eig = kl.landmark_mds(D_nl, landmarks, n_components=N_COMPS, n_pcs=n_pcs)
+            del D_nl
+            eigenvalues, variation, npc, complete = (
+                eig.eigenvalues,
+                eig.variation,
+                eig.n_pcs,
+                True,
+            )
         coords = eig.coordinates
-        if coords.shape[1] < n_store:
-            eig = kc.pcoa(D, n_components=n_store, random_state=random_state)
-            coords = eig.coordinates
-        coords = coords[:, :n_store]
         timings["pcoa"] = time.perf_counter() - t0
         timings["pcoa_cpu"] = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
-        wc = kc.ward_clusters(coords[:, :npc], n_clusters=n_clusters)
+        if mode == "exact":
+            wc = kc.ward_clusters(coords[:, :npc], n_clusters=n_clusters)
+            cell_labels = wc.labels
+        else:
+            wc = kc.ward_clusters(coords[landmarks, :npc], n_clusters=n_clusters)
+            cell_labels = _first_appearance(
+                kl.extend_clusters(coords[:, :npc], landmarks, wc.labels)
+            )
         timings["clustering"] = time.perf_counter() - t0
         timings["clustering_cpu"] = time.process_time() - c0
 
     k = wc.n_clusters
-    labels = pd.Categorical(wc.labels.astype(str), categories=[str(i) for i in range(k)])
+    labels = pd.Categorical(cell_labels.astype(str), categories=[str(i) for i in range(k)])
     rate = np.full(adata.n_vars, np.nan)
     used = np.flatnonzero(mask) if mask is not None else np.arange(adata.n_vars)
     rate[used[ld.kept_genes]] = fit.dropout_rate
@@ -356,6 +468,8 @@ def cidr(
         "layer": "None" if layer is None else layer,
         "genes": "None" if genes is None else genes,
         "flavor": flavor,
+        "mode": mode_requested,
+        "n_landmarks": "None" if n_landmarks is None else int(n_landmarks),
         "tag_type": tag_type,
         "zeros_only": bool(zeros_only),
         "n_clusters": "None" if n_clusters is None else int(n_clusters),
@@ -377,8 +491,11 @@ def cidr(
         "curve_a": float(fit.a),
         "curve_b": float(fit.b),
         "fast_thresholds": bool(th.fast),
-        "eigenvalues": np.asarray(eig.eigenvalues, dtype=np.float64),
-        "variation": np.asarray(eig.variation, dtype=np.float64),
+        "eigenvalues": np.asarray(eigenvalues, dtype=np.float64),
+        "variation": np.asarray(variation, dtype=np.float64),
+        "eigenvalues_complete": bool(complete),
+        "mode": mode,
+        "landmarks": landmarks,
         "n_pcs": int(npc),
         "n_clusters": int(k),
         "ch_index": np.asarray(wc.ch_index, dtype=np.float64),
@@ -413,6 +530,14 @@ def cidr(
         ", ".join(written),
     )
     return adata if copy else None
+
+
+def _first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0..k-1 in order of first appearance over the cells (as R's cutree)."""
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse]
 
 
 def _planned_keys(key_added: str, *, store_distances: bool) -> dict[str, dict[str, None]]:

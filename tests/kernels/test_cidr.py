@@ -320,3 +320,101 @@ def test_cut_matches_scipy_cut_tree():
         relabel = np.argsort(np.argsort(first))
         assert_array_equal(ours[:, c], relabel[ref[:, c]])
     assert_array_equal(kc._cut_kernel.py_func(Z, 200, ks), ours)
+
+
+# ---------------------------------------------------------------------------- nPC from the leading eigenvalues
+
+
+def _spectrum(rng, n):
+    """A CIDR-like spectrum: a few separated leading values, a long decaying tail, negatives."""
+    lead = np.sort(rng.uniform(5, 50, size=rng.integers(1, 12)))[::-1]
+    n_pos = rng.integers(n // 5, n // 2)
+    tail = np.sort(rng.exponential(1.0, size=n_pos) * rng.uniform(0.5, 3))[::-1]
+    neg = -rng.exponential(2.0, size=n - lead.size - n_pos)
+    return np.sort(np.concatenate([lead, tail, neg]))[::-1]
+
+
+def _npc_full(lam):
+    lam = np.where(np.abs(lam) < kc.EIG_EPS, 0.0, lam)
+    pos = lam[lam > kc.EIG_EPS]
+    return kc.calc_npc(pos / pos.sum()), pos.size
+
+
+def test_calc_npc_leading_is_exact_or_undecided():
+    rng = np.random.default_rng(0)
+    decided = 0
+    for _ in range(300):
+        n = int(rng.integers(300, 3000))
+        lam = _spectrum(rng, n)
+        full, k = _npc_full(lam)
+        for m in (20, 50):
+            for k_min in (0, k // 3, k):
+                got = kc.calc_npc_leading(lam[:m], n_positive_min=k_min, n_cells=n)
+                assert got is None or got == full, (m, k_min, got, full)
+                decided += got is not None
+    assert decided > 300  # it decides most CIDR-like spectra
+    # undecidable inputs: too few values, or a non-positive one among them
+    assert kc.calc_npc_leading([3.0, 2.0, 1.0], n_positive_min=100, n_cells=500) is None
+    assert kc.calc_npc_leading([3.0, 2.0, 1.0, 0.0], n_positive_min=100, n_cells=500) is None
+
+
+def test_calc_npc_leading_on_r_spectra(shared):
+    # R's full spectra of the reference datasets: never a different answer, mostly decided
+    decided = 0
+    dirs = sorted((shared / "reference" / "cidr").glob("*/eigenvalues.npy"))
+    for path in dirs:
+        lam = np.load(path)
+        full, k = _npc_full(lam)
+        got = kc.calc_npc_leading(lam[:50], n_positive_min=k // 2, n_cells=lam.size)
+        assert got is None or got == full, path.parent.name
+        decided += got is not None
+    assert decided >= len(dirs) - 5  # 17 of 21 measured
+
+
+def _noneuclid(n, seed=0):
+    """A non-Euclidean dissimilarity with cluster structure (as CIDR's)."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(size=(n, 6)) + 4 * rng.integers(0, 4, size=(n, 1)) * np.eye(6)[0]
+    D = _euclid(P) ** 0.8 + rng.uniform(0, 0.3, size=(n, n))
+    D = (D + D.T) / 2
+    np.fill_diagonal(D, 0)
+    return D
+
+
+def test_pcoa_npc_matches_full_pcoa(monkeypatch):
+    D = _noneuclid(400)
+    ref = kc.pcoa_ref(D)
+    npc = kc.calc_npc(ref.variation)
+    small = kc.pcoa_npc(D, n_components=8)  # N <= FULL_EIGH_MAX: one full eigh
+    assert small.complete
+    assert small.n_pcs == npc
+    assert_allclose(small.eigenvalues, ref.eigenvalues, rtol=1e-8, atol=1e-8)
+    assert_allclose(np.abs(small.coordinates), np.abs(ref.coordinates[:, :8]), atol=1e-7)
+    monkeypatch.setattr(kc, "FULL_EIGH_MAX", 100)
+    monkeypatch.setattr(kc, "SUBMATRIX_SIZE", 150)
+    lead = kc.pcoa_npc(D, n_components=8, n_eigenvalues=30)
+    assert lead.n_pcs == npc
+    assert not lead.complete  # decided from the 30 leading eigenvalues
+    assert_allclose(lead.eigenvalues, ref.eigenvalues[:30], rtol=1e-9)
+    assert_allclose(lead.variation, ref.eigenvalues[:30] / ref.eigenvalues[:30].sum())
+    assert_allclose(np.abs(lead.coordinates), np.abs(ref.coordinates[:, :8]), atol=1e-7)
+    # too few leading values to decide: falls back to the full spectrum
+    full = kc.pcoa_npc(D, n_components=8, n_eigenvalues=4)
+    assert full.complete
+    assert full.n_pcs == npc
+    assert_allclose(full.eigenvalues, ref.eigenvalues, rtol=1e-8, atol=1e-8)
+    # a given n_pcs is used as is, with that many coordinates at least
+    given = kc.pcoa_npc(D, n_components=2, n_pcs=5)
+    assert given.n_pcs == 5
+    assert given.coordinates.shape == (400, 5)
+
+
+def test_dissimilarity_checks_memory_first(logdata, monkeypatch):
+    import scdropout as sd
+
+    th = kc.dropout_thresholds(logdata.X, logdata.library_size).thresholds
+    monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-9)
+    with pytest.raises(
+        MemoryError, match=r"40 x 40 CIDR dissimilarity.*dissimilarity_to_landmarks"
+    ):
+        kc.dissimilarity(logdata.X, th, 9.0)

@@ -235,5 +235,126 @@ def test_bad_data(small):
 
 def test_memory_estimate(small, monkeypatch):
     monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-6)
-    with pytest.raises(MemoryError, match="Subsample the cells"):
+    with pytest.raises(MemoryError, match="subsample the cells"):
         sd.tl.cidr(small, progress_bar=False)
+
+
+def test_memory_estimate_exact_mode_suggests_landmark(small, monkeypatch):
+    monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-6)
+    with pytest.raises(MemoryError, match="mode='landmark'"):
+        sd.tl.cidr(small, mode="exact", progress_bar=False)
+    with pytest.raises(MemoryError, match=r"landmark CIDR \(150 cells x 60 landmarks\)"):
+        sd.tl.cidr(small, mode="landmark", n_landmarks=60, progress_bar=False)
+    assert "cidr" not in small.obs
+
+
+# ---------------------------------------------------------------------------- exact mode, large N
+
+
+def test_exact_mode_leading_eigenvalues_give_the_same_result(small, small_done, monkeypatch):
+    # above FULL_EIGH_MAX cells only the leading eigenvalues are computed; same nPC and labels
+    monkeypatch.setattr(kc, "FULL_EIGH_MAX", 50)
+    monkeypatch.setattr(kc, "SUBMATRIX_SIZE", 150)
+    a = sd.tl.cidr(small, progress_bar=False, copy=True)
+    u, ref = a.uns["cidr"], small_done.uns["cidr"]
+    assert ref["eigenvalues_complete"]
+    assert not u["eigenvalues_complete"]
+    assert u["n_pcs"] == ref["n_pcs"]
+    assert u["n_clusters"] == ref["n_clusters"]
+    assert_allclose(u["eigenvalues"], ref["eigenvalues"][: u["eigenvalues"].size], rtol=1e-9)
+    assert_allclose(np.abs(a.obsm["X_cidr"]), np.abs(small_done.obsm["X_cidr"]), atol=1e-7)
+    assert adjusted_rand_score(a.obs["cidr"], small_done.obs["cidr"]) == 1.0
+
+
+# ---------------------------------------------------------------------------- landmark mode
+
+
+@pytest.fixture(scope="module")
+def medium():
+    return sd.datasets.synthetic(n_cells=600, n_genes=400, n_groups=4, random_state=3)
+
+
+@pytest.fixture(scope="module")
+def medium_exact(medium):
+    return sd.tl.cidr(medium, mode="exact", progress_bar=False, copy=True)
+
+
+def test_landmark_mode_agrees_with_exact(medium, medium_exact, monkeypatch):
+    # the landmark path must never form the N x N matrix nor run the N x N eigen-solver
+    def forbidden(*args, **kwargs):
+        msg = "N x N computation in landmark mode"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(kc, "dissimilarity", forbidden)
+    monkeypatch.setattr(kc, "pcoa_npc", forbidden)
+    a = sd.tl.cidr(medium, mode="landmark", n_landmarks=150, progress_bar=False, copy=True)
+    u = a.uns["cidr"]
+    assert u["mode"] == "landmark"
+    assert u["params"]["mode"] == "landmark"
+    assert u["params"]["n_landmarks"] == 150
+    assert u["landmarks"].shape == (150,)
+    assert np.all(np.diff(u["landmarks"]) > 0)
+    assert u["eigenvalues"].size == 150  # the landmark block's spectrum
+    assert u["variation"].sum() == pytest.approx(1.0)
+    assert a.obsm["X_cidr"].shape == (600, max(u["n_pcs"], 20))
+    assert not a.obsp
+    k = u["n_clusters"]
+    assert list(a.obs["cidr"].cat.categories) == [str(i) for i in range(k)]
+    assert a.obs["cidr"].value_counts().min() > 0
+    ari_exact = adjusted_rand_score(medium_exact.obs["cidr"], a.obs["cidr"])
+    ari_truth = adjusted_rand_score(medium.obs["group"], a.obs["cidr"])
+    assert ari_exact > 0.9  # measured 0.991 (seeds 0-2: 0.98-1.0); exact vs truth 0.991
+    assert ari_truth > 0.9
+    assert medium_exact.uns["cidr"]["mode"] == "exact"
+    assert medium_exact.uns["cidr"]["landmarks"].size == 0
+
+
+def test_landmark_mode_is_deterministic_and_seeded(medium):
+    kw = {"mode": "landmark", "n_landmarks": 100, "progress_bar": False, "copy": True}
+    a = sd.tl.cidr(medium, random_state=5, **kw)
+    b = sd.tl.cidr(medium, random_state=5, **kw)
+    assert_array_equal(a.uns["cidr"]["landmarks"], b.uns["cidr"]["landmarks"])
+    assert_array_equal(a.obsm["X_cidr"], b.obsm["X_cidr"])
+    assert_array_equal(a.obs["cidr"], b.obs["cidr"])
+    c = sd.tl.cidr(medium, random_state=6, **kw)
+    assert not np.array_equal(a.uns["cidr"]["landmarks"], c.uns["cidr"]["landmarks"])
+    # given k and n_pcs are used as they are
+    d = sd.tl.cidr(medium, random_state=5, n_clusters=3, n_pcs=4, **kw)
+    assert d.uns["cidr"]["n_clusters"] == 3
+    assert d.uns["cidr"]["n_pcs"] == 4
+    assert d.obs["cidr"].cat.categories.size == 3
+
+
+def test_auto_mode_switches_on_the_cell_count(small, monkeypatch):
+    from scdropout.tl import _cidr
+
+    a = sd.tl.cidr(small, progress_bar=False, copy=True)
+    assert a.uns["cidr"]["mode"] == "exact"
+    monkeypatch.setattr(_cidr, "AUTO_LANDMARK_CELLS", 100)
+    b = sd.tl.cidr(small, progress_bar=False, copy=True, n_landmarks=80)
+    assert b.uns["cidr"]["mode"] == "landmark"
+    assert b.uns["cidr"]["params"]["mode"] == "auto"
+    assert b.uns["cidr"]["landmarks"].size == 80
+    c = sd.tl.cidr(small, progress_bar=False, copy=True)  # default: min(1000, N) landmarks
+    assert c.uns["cidr"]["landmarks"].size == 150
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"mode": "fast"}, ValueError, "mode"),
+        ({"mode": "landmark", "n_landmarks": 10}, ValueError, "n_landmarks"),
+        ({"mode": "landmark", "n_landmarks": 200}, ValueError, "n_landmarks"),
+        ({"mode": "landmark", "n_landmarks": 60.5}, TypeError, "n_landmarks"),
+        ({"mode": "exact", "n_landmarks": 60}, ValueError, "n_landmarks"),
+        ({"mode": "landmark", "store_distances": True}, ValueError, "store_distances"),
+        ({"mode": "landmark", "correction": True}, ValueError, "correction"),
+        ({"mode": "landmark", "n_landmarks": 60, "n_clusters": 60}, ValueError, "n_landmarks"),
+        ({"mode": "landmark", "n_landmarks": 60, "n_pcs": 70}, ValueError, "n_landmarks"),
+    ],
+)
+def test_bad_landmark_arguments(small, kwargs, exc, match):
+    a = small.copy()
+    with pytest.raises(exc, match=match):
+        sd.tl.cidr(a, progress_bar=False, **kwargs)
+    assert "cidr" not in a.obs
