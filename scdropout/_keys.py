@@ -45,3 +45,7 @@ SAMPLE = "sample"
 GENE_IDS = "gene_ids"
 FEATURE_TYPES = "feature_types"
 GENOME = "genome"
+# tl.compare_clusterings (obsm f"X_{key}_{method}", obs f"{key}_{method}_{rule}", uns key)
+COMPARE = "compare"
+COMPARE_METHODS = ("pca", "tsne", "cidr", "dae")
+COMPARE_RULES = ("ward", "leiden")

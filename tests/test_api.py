@@ -9,7 +9,11 @@ import pytest
 
 import scdropout as sd
 
-ANNOTATORS = [(mod, name) for mod in (sd.pp, sd.tl) for name in mod.__all__]
+# reporters in tl return a table and take no `copy` (STYLE.md §2, "Tables come from reporters")
+REPORTERS = {"compare_clusterings"}
+ANNOTATORS = [
+    (mod, name) for mod in (sd.pp, sd.tl) for name in mod.__all__ if name not in REPORTERS
+]
 ALL_PUBLIC = [
     (mod, name)
     for mod in (sd.io, sd.pp, sd.tl, sd.get, sd.datasets, sd.kernels)
@@ -42,6 +46,18 @@ def test_annotator_signature(mod, name):
     assert "key_added" in sig.parameters
     assert sig.return_annotation == "AnnData | None"
     assert not {"inplace", "subset"} & set(sig.parameters)
+
+
+@pytest.mark.parametrize("name", sorted(REPORTERS))
+def test_reporter_signature(name):
+    sig = inspect.signature(getattr(sd.tl, name))
+    params = list(sig.parameters.values())
+    assert params[0].name == "adata"
+    assert params[0].annotation == "AnnData"
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+    assert "key_added" in sig.parameters
+    assert "copy" not in sig.parameters
+    assert sig.return_annotation == "pd.DataFrame"
 
 
 @pytest.mark.parametrize(("mod", "name"), ALL_PUBLIC, ids=lambda x: getattr(x, "__name__", x))

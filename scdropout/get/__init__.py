@@ -5,6 +5,7 @@ Reporters take an AnnData, return a new table and write nothing into it.
 
 from __future__ import annotations
 
+from ._compare import comparison
 from ._dropout import dropout_cells, dropout_genes, dropout_stats
 
-__all__ = ["dropout_cells", "dropout_genes", "dropout_stats"]
+__all__ = ["comparison", "dropout_cells", "dropout_genes", "dropout_stats"]

@@ -8,6 +8,14 @@ multi-panel functions return the ``Figure``. Neither calls ``pyplot.show()`` unl
 from __future__ import annotations
 
 from ._cidr import cidr_eigenvalues, cidr_thresholds
+from ._compare import compare_embeddings, compare_scores
 from ._dropout import dropout_curve, dropout_qc
 
-__all__ = ["cidr_eigenvalues", "cidr_thresholds", "dropout_curve", "dropout_qc"]
+__all__ = [
+    "cidr_eigenvalues",
+    "cidr_thresholds",
+    "compare_embeddings",
+    "compare_scores",
+    "dropout_curve",
+    "dropout_qc",
+]
