@@ -153,6 +153,24 @@ def extract_counts(adata: Any, layer: str | None, gene_idx: np.ndarray) -> Any:
     return sub
 
 
+def input_moments(counts: Any, library: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and sd (over cells) of ``log1p(x / L · scale)``, the encoder's input."""
+    n = counts.shape[0]
+    factor = scale / np.maximum(np.asarray(library, dtype=np.float64), 1.0)
+    if isinstance(counts, SparseBase):
+        c = sparse.csr_matrix(counts)
+        rows = np.repeat(np.arange(n), np.diff(c.indptr))
+        v = np.log1p(c.data.astype(np.float64) * factor[rows])
+        s1 = np.bincount(c.indices, weights=v, minlength=c.shape[1])
+        s2 = np.bincount(c.indices, weights=v * v, minlength=c.shape[1])
+    else:
+        v = np.log1p(np.asarray(counts, dtype=np.float64) * factor[:, None])
+        s1, s2 = v.sum(0), (v * v).sum(0)
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean**2, 0.0) * n / max(n - 1, 1)
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+
+
 def library_sizes(counts: Any) -> np.ndarray:
     """Return per-cell totals as float32."""
     return np.asarray(counts.sum(axis=1), dtype=np.float32).ravel()
@@ -224,48 +242,77 @@ class CountDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, counts: Any, library: np.ndarray) -> None:
+        from scipy.special import gammaln
+
+        if isinstance(counts, SparseBase):
+            counts = sparse.csr_matrix(counts)
+            if (counts.data == 0).any():  # explicit zeros are not non-zeros; drop them once
+                counts = counts.copy()
+                counts.eliminate_zeros()
+            if not counts.has_sorted_indices:
+                counts = counts.copy()
+                counts.sort_indices()
         self.counts = counts
         self.library = np.asarray(library, dtype=np.float32)
+        # Σ_g lgamma(x+1) per cell: a constant of the data, computed once instead of per step
+        if isinstance(counts, SparseBase):
+            lf = sparse.csr_matrix(
+                (gammaln(counts.data.astype(np.float64) + 1.0), counts.indices, counts.indptr),
+                shape=counts.shape,
+            )
+            self.log_factorial = np.asarray(lf.sum(axis=1), dtype=np.float64).ravel()
+        else:
+            self.log_factorial = gammaln(np.asarray(counts, dtype=np.float64) + 1.0).sum(axis=1)
 
     def __len__(self) -> int:
         return self.counts.shape[0]
 
     def __getitem__(self, rows: Any) -> Batch:
         rows = np.asarray(rows, dtype=np.int64)
-        block = self.counts[rows]
-        if isinstance(block, SparseBase):
-            block = sparse.csr_matrix(block)
-            dense = block.toarray()
-            keep = block.data != 0  # explicit zeros are not non-zeros
-            nz_rows = np.repeat(np.arange(len(rows)), np.diff(block.indptr))[keep]
-            nz_cols = block.indices[keep]
+        n_genes = self.counts.shape[1]
+        if isinstance(self.counts, SparseBase):
+            # gather the rows' CSR slices directly (no intermediate sparse matrix)
+            indptr = self.counts.indptr
+            starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            src = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+            nz_rows = np.repeat(np.arange(len(rows)), lengths)
+            nz_cols = self.counts.indices[src].astype(np.int64)
+            dense = np.zeros((len(rows), n_genes), dtype=np.float32)
+            dense[nz_rows, nz_cols] = self.counts.data[src]
         else:
-            dense = np.asarray(block)
+            dense = np.asarray(self.counts[rows])
             nz_rows, nz_cols = np.nonzero(dense)
         return Batch(
             x=torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
             library=torch.from_numpy(self.library[rows]).unsqueeze(1),
             nz_rows=torch.from_numpy(nz_rows.astype(np.int64)),
             nz_cols=torch.from_numpy(nz_cols.astype(np.int64)),
+            log_factorial=torch.from_numpy(self.log_factorial[rows].astype(np.float32)),
         )
 
 
 @dataclass
 class Batch:
-    """One minibatch: dense counts, library sizes and the row-major positions of non-zeros."""
+    """One minibatch: dense counts, library sizes, row-major positions of non-zeros, Σ lgamma(x+1)."""
 
     x: torch.Tensor
     library: torch.Tensor
     nz_rows: torch.Tensor
     nz_cols: torch.Tensor
+    log_factorial: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         """Move every tensor to ``device``."""
-        return Batch(*(t.to(device, non_blocking=True) for t in self.astuple()))
+        if device.type == "cpu" and self.x.device.type == "cpu":
+            return self
+        return Batch(
+            *(None if t is None else t.to(device, non_blocking=True) for t in self.astuple())
+        )
 
-    def astuple(self) -> tuple[torch.Tensor, ...]:
-        """Return ``(x, library, nz_rows, nz_cols)``."""
-        return self.x, self.library, self.nz_rows, self.nz_cols
+    def astuple(self) -> tuple[torch.Tensor | None, ...]:
+        """Return ``(x, library, nz_rows, nz_cols, log_factorial)``."""
+        return self.x, self.library, self.nz_rows, self.nz_cols, self.log_factorial
 
     @property
     def nz(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,23 +81,28 @@ def log_poisson(
     return _reduce(logp, mask, reduction)
 
 
-def _log_nb_and_zero(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(log NB(x; μ, θ), log NB(0; μ, θ))`` elementwise.
+def nb_log_ratio(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    lgamma_theta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Return ``log NB(x; μ, θ) − log NB(0; μ, θ) + lgamma(x+1)`` elementwise.
 
-    θ keeps its own shape (typically one value per gene), so the work on θ alone stays small;
-    a branch is evaluated only when some θ needs it.
+    That is ``x·log μ + lgamma(x+θ) − lgamma(θ) − x·log(θ+μ)``: the part of the NB
+    log-likelihood that vanishes at x = 0 apart from the constant ``−lgamma(x+1)``, so a loss
+    over sparse counts evaluates it on the non-zeros only. ``lgamma_theta`` (``lgamma(θ)``,
+    e.g. computed once per gene and gathered) saves one lgamma per entry.
     """
     mu = mu.clamp_min(torch.finfo(mu.dtype).tiny)
-    log_zero = -theta * torch.log1p(mu / theta)  # θ[log θ − log(θ+μ)] = log NB(0)
     big = theta > THETA_STIRLING
     any_big = bool(big.any())
     all_big = any_big and bool(big.all())
 
-    def direct(th: torch.Tensor) -> torch.Tensor:
+    def direct(th: torch.Tensor, lg_th: torch.Tensor | None) -> torch.Tensor:
         # lgamma(x+θ) − lgamma(θ) − x log(θ+μ), for θ ≤ 100
-        return torch.lgamma(x + th) - torch.lgamma(th) - torch.xlogy(x, th + mu)
+        lg_th = torch.lgamma(th) if lg_th is None else lg_th
+        return torch.lgamma(x + th) - lg_th - torch.xlogy(x, th + mu)
 
     def stirling(th: torch.Tensor) -> torch.Tensor:
         # the same for θ > 100, cancellation-free:
@@ -110,14 +115,34 @@ def _log_nb_and_zero(
         )
 
     if not any_big:
-        lg = direct(theta)
+        lg = direct(theta, lgamma_theta)
     elif all_big:
         lg = stirling(theta)
     else:  # each branch sees only values valid for it, so neither makes NaN gradients
+        lg_small = None if lgamma_theta is None else torch.where(big, 0.0, lgamma_theta)
         lg = torch.where(
-            big, stirling(torch.where(big, theta, 1e3)), direct(torch.where(big, 1.0, theta))
+            big,
+            stirling(torch.where(big, theta, 1e3)),
+            direct(torch.where(big, 1.0, theta), lg_small),
         )
-    logp = log_zero + torch.xlogy(x, mu) + lg - torch.lgamma(x + 1.0)
+    return torch.xlogy(x, mu) + lg
+
+
+def nb_log_zero(mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Return ``log NB(0; μ, θ) = θ[log θ − log(θ+μ)]``, computed as ``−θ·log1p(μ/θ)``."""
+    return -theta * torch.log1p(mu / theta)
+
+
+def _log_nb_and_zero(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(log NB(x; μ, θ), log NB(0; μ, θ))`` elementwise.
+
+    θ keeps its own shape (typically one value per gene), so the work on θ alone stays small;
+    a branch is evaluated only when some θ needs it.
+    """
+    log_zero = nb_log_zero(mu, theta)
+    logp = log_zero + nb_log_ratio(x, mu, theta) - torch.lgamma(x + 1.0)
     return logp, log_zero
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ._distributions import log_nb, log_poisson, log_zinb
+from ._distributions import log_nb, log_poisson, log_zinb, nb_log_ratio, nb_log_zero
 
 Likelihood = Literal["nb", "zinb", "poisson"]
 DropoutKind = Literal["bernoulli", "gaussian"]
@@ -175,6 +175,10 @@ class DropoutAENet(nn.Module):
         size of the training data).
     mean_activation
         ``"softmax"`` (μ = softmax · L, scVI) or ``"exp"`` (μ = exp · L / s, DCA with size factors).
+    scale_input
+        Standardise each gene of the normalised input with the per-gene ``input_mean`` and
+        ``input_inv_sd`` buffers (set by :meth:`set_input_scaling`; DCA's input scaling),
+        clipped to ±10 as in ``sc.pp.scale(max_value=10)``.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class DropoutAENet(nn.Module):
         mask_rate: float = 0.0,
         library_scale: float = 1e4,
         mean_activation: MeanActivation = "softmax",
+        scale_input: bool = False,
     ) -> None:
         super().__init__()
         self.n_input = int(n_input)
@@ -197,6 +202,10 @@ class DropoutAENet(nn.Module):
         self.mask_rate = float(mask_rate)
         self.library_scale = float(library_scale)
         self.mean_activation = mean_activation
+        self.scale_input = bool(scale_input)
+        if self.scale_input:
+            self.register_buffer("input_mean", torch.zeros(self.n_input))
+            self.register_buffer("input_inv_sd", torch.ones(self.n_input))
         hidden = [int(h) for h in hidden]
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = _stack([self.n_input, *hidden], dropout_kind, dropout_rate)
@@ -210,7 +219,20 @@ class DropoutAENet(nn.Module):
         )
 
     def _normalise(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(x / library.clamp_min(1.0) * self.library_scale)
+        h = torch.log1p(x * (self.library_scale / library.clamp_min(1.0)))
+        if self.scale_input:
+            h = ((h - self.input_mean) * self.input_inv_sd).clamp_(-10.0, 10.0)
+        return h
+
+    def set_input_scaling(self, mean: torch.Tensor, sd: torch.Tensor) -> None:
+        """Set the per-gene mean and sd of the normalised input (genes with sd 0 get scale 1)."""
+        if not self.scale_input:
+            msg = "This network was built with `scale_input=False`."
+            raise ValueError(msg)
+        sd = torch.as_tensor(sd, dtype=self.input_mean.dtype)
+        inv = torch.where(sd > 0, 1.0 / sd.clamp_min(1e-12), torch.ones_like(sd))
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=self.input_mean.dtype))
+        self.input_inv_sd.copy_(inv)
 
     def draw_mask(self, x: torch.Tensor, nz: NonZero | None = None) -> torch.Tensor:
         """Pick a ``mask_rate`` fraction of the non-zero entries of ``x`` (global torch RNG).
@@ -221,7 +243,8 @@ class DropoutAENet(nn.Module):
         rows, cols = _nonzero(x, nz)
         keep = torch.rand(rows.shape[0], device=x.device) < self.mask_rate
         masked = torch.zeros_like(x, dtype=torch.bool)
-        masked[rows[keep], cols[keep]] = True
+        flat = rows[keep] * x.shape[1] + cols[keep]
+        masked.view(-1)[flat] = True
         return masked
 
     def encode(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
@@ -289,49 +312,75 @@ class DropoutAENet(nn.Module):
             return log_nb(x, out.mu, out.theta)
         return log_zinb(x, out.mu, out.theta, out.pi_logits)
 
-    def loss(self, x: torch.Tensor, out: ForwardOutput, nz: NonZero | None = None) -> LossOutput:
+    def loss(
+        self,
+        x: torch.Tensor,
+        out: ForwardOutput,
+        nz: NonZero | None = None,
+        *,
+        log_factorial: torch.Tensor | None = None,
+    ) -> LossOutput:
         """Negative log-likelihood of the original counts ``x`` (masked entries included).
 
         Equal to ``-self.log_likelihood(x, out).sum() / n_cells`` but faster on sparse counts:
         the terms that vanish at x = 0 (lgamma, digamma in the backward pass, x·log μ) are
-        evaluated on the non-zero entries only; the dense part is ``log NB(0)`` (ZINB: the
-        zero branch) over all entries. ``nz`` as in :meth:`forward`.
+        evaluated on the non-zero entries only (gathered through flat indices; ``lgamma(θ)``
+        once per gene); the dense part is ``log NB(0)`` (ZINB: the zero branch) over all
+        entries. ``nz`` as in :meth:`forward`; ``log_factorial`` (per cell, ``Σ_g lgamma(x+1)``,
+        a constant of the data) saves its evaluation per step.
         """
         rows, cols = _nonzero(x, nz)
-        xv = x[rows, cols]
-        mu_nz = out.mu[rows, cols]
+        n_genes = x.shape[1]
+        flat = rows * n_genes + cols
+        xv = x.reshape(-1).index_select(0, flat)
+        mu_nz = out.mu.reshape(-1).index_select(0, flat)
+        lf_sum = torch.lgamma(xv + 1.0).sum() if log_factorial is None else log_factorial.sum()
+        ell_nz = None
         if self.likelihood == "poisson":
             dense = -out.mu.sum()
-            nz = log_poisson(xv, mu_nz) + mu_nz
+            ratio = torch.xlogy(xv, mu_nz.clamp_min(torch.finfo(mu_nz.dtype).tiny))
+            nz_part = ratio  # log p(x) + lgamma(x+1) − (−μ)
+            log_zero_nz = -mu_nz
         else:
-            theta = out.theta.expand_as(x) if out.theta.shape != x.shape else out.theta
-            th_nz = theta[rows, cols]
-            log_zero = -out.theta * torch.log1p(out.mu / out.theta)
-            nb_nz = log_nb(xv, mu_nz, th_nz)
+            theta = out.theta
+            if theta.shape[0] == 1:  # one θ per gene: gather per entry, lgamma(θ) per gene
+                th_g = theta.reshape(-1)
+                th_nz = th_g.index_select(0, cols)
+                lg_th = torch.lgamma(th_g).index_select(0, cols)
+            else:
+                th_nz = theta.expand_as(x).reshape(-1).index_select(0, flat)
+                lg_th = None
+            log_zero = nb_log_zero(out.mu, theta)
+            log_zero_nz = log_zero.reshape(-1).index_select(0, flat)
+            ratio = nb_log_ratio(xv, mu_nz, th_nz, lg_th)
             if self.likelihood == "nb":
                 dense = log_zero.sum()
-                nz = nb_nz - log_zero[rows, cols]
+                nz_part = ratio
             else:
                 ell = out.pi_logits
                 zero_case = softplus(log_zero - ell) - softplus(-ell)
                 dense = zero_case.sum()
-                ell_nz = ell[rows, cols]
-                nz = (log_zinb(xv, mu_nz, th_nz, ell_nz)) - zero_case[rows, cols]
-        # nz holds, per non-zero entry, log p(x) minus what `dense` counted for that entry
+                ell_nz = ell.reshape(-1).index_select(0, flat)
+                zero_nz = zero_case.reshape(-1).index_select(0, flat)
+                # log(1−π) + log NB(x) + lgamma(x+1) − zero branch counted in `dense`
+                nz_part = -softplus(ell_nz) + log_zero_nz + ratio - zero_nz
+        # nz_part + (−lgamma(x+1)) is, per non-zero entry, log p(x) minus what `dense` counted
         n_cells = max(x.shape[0], 1)
-        total = -(dense + nz.sum()) / n_cells
+        total = -(dense + nz_part.sum() - lf_sum) / n_cells
         if out.masked is None:
             zero = torch.zeros((), dtype=total.dtype, device=total.device)
             return LossOutput(total=total, nll_observed=total, nll_masked=zero, n_masked=zero)
-        sel = out.masked[rows, cols]
-        n_masked = sel.sum()
-        if self.likelihood == "poisson":
-            logp_masked = log_poisson(xv[sel], mu_nz[sel])
-        elif self.likelihood == "nb":
-            logp_masked = nb_nz[sel]
-        else:
-            logp_masked = log_zinb(xv[sel], mu_nz[sel], th_nz[sel], ell_nz[sel])
-        masked_sum = -logp_masked.sum()
+        with torch.no_grad():  # a diagnostic: no gradient flows through it
+            sel = torch.nonzero(out.masked.reshape(-1).index_select(0, flat)).squeeze(1)
+            n_masked = torch.tensor(sel.numel(), dtype=total.dtype, device=total.device)
+            logp_masked = (
+                log_zero_nz.index_select(0, sel)
+                + ratio.index_select(0, sel)
+                - torch.lgamma(xv.index_select(0, sel) + 1.0)
+            )
+            if ell_nz is not None:
+                logp_masked = logp_masked - softplus(ell_nz.index_select(0, sel))
+            masked_sum = -logp_masked.sum()
         return LossOutput(
             total=total,
             nll_observed=total - masked_sum / n_cells,

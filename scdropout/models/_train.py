@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 
 from scdropout._logging import logger
+from scdropout._settings import settings
 
 from ._data import CountDataset, batch_loader
 from ._module import DropoutAENet
@@ -67,6 +70,25 @@ class History:
         )
 
 
+@contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """Run the block with at most ``settings.n_jobs`` torch threads on CPU, restored on exit.
+
+    Never raises the caller's own ``torch.get_num_threads()``; on a GPU it changes nothing.
+    (On a loaded 2-core machine two OpenMP threads spin against other jobs, so
+    ``settings.n_jobs = 1`` can be faster there.)
+    """
+    old = torch.get_num_threads()
+    n = min(old, int(settings.n_jobs)) if device.type == "cpu" else old
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
+
+
 def default_max_epochs(n_cells: int) -> int:
     """Return scVI's rule ``min(round(20000 / n_cells · 400), 400)``, capped at ``MAX_EPOCHS_CAP``."""
     return max(1, min(round(20000 / max(n_cells, 1) * 400), MAX_EPOCHS_CAP))
@@ -94,6 +116,18 @@ def _nan_error(epoch: int, value: float, lr: float, likelihood: str) -> RuntimeE
         "counts are raw integer UMI/read counts."
     )
     return RuntimeError(msg)
+
+
+def _adam(
+    module: DropoutAENet, *, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Adam:
+    """Adam with scVI's ``eps=0.01``; the fused kernel where torch has one (one pass per step)."""
+    params = list(module.parameters())
+    fused = device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in params)
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=0.01, weight_decay=weight_decay, fused=fused)
+    except (RuntimeError, TypeError):  # older torch without a fused kernel for this device
+        return torch.optim.Adam(params, lr=lr, eps=0.01, weight_decay=weight_decay)
 
 
 def train_loop(
@@ -127,7 +161,7 @@ def train_loop(
     from tqdm.auto import tqdm
 
     module.to(device)
-    opt = torch.optim.Adam(module.parameters(), lr=lr, eps=0.01, weight_decay=weight_decay)
+    opt = _adam(module, lr=lr, weight_decay=weight_decay, device=device)
     train_loader = batch_loader(
         dataset, train_idx, batch_size=batch_size, shuffle=True, generator=generator
     )
@@ -148,7 +182,7 @@ def train_loop(
             batch = cpu_batch.to(device)
             x = batch.x
             out = module(x, batch.library, nz=batch.nz)
-            loss = module.loss(x, out, batch.nz)
+            loss = module.loss(x, out, batch.nz, log_factorial=batch.log_factorial)
             if not torch.isfinite(loss.total):
                 raise _nan_error(epoch, float(loss.total.detach()), lr, module.likelihood)
             opt.zero_grad(set_to_none=True)
@@ -206,6 +240,7 @@ def evaluate(
             batch = cpu_batch.to(device)
             x = batch.x
             out = module(x, batch.library, mask=False)
-            tot += float(module.loss(x, out, batch.nz).total) * x.shape[0]
+            loss = module.loss(x, out, batch.nz, log_factorial=batch.log_factorial)
+            tot += float(loss.total) * x.shape[0]
             n += x.shape[0]
     return tot / max(n, 1)

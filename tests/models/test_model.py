@@ -108,6 +108,54 @@ def test_mc_dropout_passes_differ_and_sd_positive(small):
     np.testing.assert_allclose(det.sum(1), np.asarray(small.X.sum(1)).ravel(), rtol=1e-4)
 
 
+def test_predictive_sd_adds_the_nb_sampling_variance(small):
+    model = _trained(small)
+    theta = torch.exp(model.module.log_theta).clamp(1e-4, 1e4).detach().numpy().astype(np.float64)
+    det = model.get_imputed().astype(np.float64)
+    mean0, sd0 = model.get_imputed(predictive=True)
+    np.testing.assert_array_equal(mean0, model.get_imputed())
+    np.testing.assert_allclose(sd0, np.sqrt(det + det**2 / theta), rtol=1e-4)
+    # with MC passes: Var = Var_MC(mu) + E_MC[mu + mu^2/theta] > the MC variance alone
+    mean, sd_mc = model.get_imputed(mc_samples=8)
+    mean_p, sd_p = model.get_imputed(mc_samples=8, predictive=True)
+    np.testing.assert_array_equal(mean, mean_p)
+    assert (sd_p >= sd_mc).all()
+    assert sd_p.mean() > 2 * sd_mc.mean()
+    with pytest.raises(TypeError, match="predictive"):
+        model.get_imputed(predictive="yes")
+
+
+def test_scale_input_standardises_the_encoder_input(small, tmp_path):
+    model = DropoutAutoencoder(small, n_latent=3, hidden=(16,), scale_input=True)
+    X = small.X.toarray().astype(np.float64) if sparse.issparse(small.X) else small.X
+    lib = X.sum(1, keepdims=True)
+    v = np.log1p(X / lib * np.median(lib))
+    net = model.module
+    np.testing.assert_allclose(net.input_mean.numpy(), v.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(1 / net.input_inv_sd.numpy(), v.std(0, ddof=1), rtol=1e-4)
+    x = torch.from_numpy(X).float()
+    h = net._normalise(x, torch.from_numpy(lib).float())
+    np.testing.assert_allclose(h.mean(0).numpy(), 0, atol=1e-4)
+    model.train(max_epochs=2, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = DropoutAutoencoder.load(tmp_path / "m", small)
+    np.testing.assert_array_equal(loaded.get_latent(), model.get_latent())
+    with pytest.raises(TypeError, match="scale_input"):
+        DropoutAutoencoder(small, scale_input="yes")
+
+
+def test_training_threads_capped_by_settings_and_restored(small, monkeypatch):
+    from scdropout.models._train import cpu_threads
+
+    old = torch.get_num_threads()
+    monkeypatch.setattr(sd.settings, "n_jobs", 1)
+    with cpu_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == old
+    _trained(small, epochs=1)
+    assert torch.get_num_threads() == old
+
+
 def test_mc_mode_leaves_batchnorm_in_eval(small):
     model = _trained(small)
     before = {k: v.clone() for k, v in model.module.state_dict().items()}

@@ -34,6 +34,42 @@ def test_loss_equals_dense_log_likelihood(small, likelihood):
     assert net.loss(x, out).total.item() == pytest.approx(loss.total.item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+def test_precomputed_log_factorial_gives_the_same_loss(small, likelihood):
+    _, counts, lib = register(small)
+    batch = CountDataset(counts, lib)[list(range(50))]
+    x = batch.x.double()
+    torch.testing.assert_close(
+        batch.log_factorial.double(), torch.lgamma(x + 1).sum(1), rtol=1e-6, atol=1e-3
+    )
+    net = DropoutAENet(x.shape[1], likelihood=likelihood).double().eval()
+    out = net(x, batch.library.double(), nz=batch.nz)
+    a = net.loss(x, out, batch.nz).total.item()
+    b = net.loss(x, out, batch.nz, log_factorial=batch.log_factorial.double()).total.item()
+    assert b == pytest.approx(a, rel=1e-6)
+
+
+def test_batches_from_csr_with_explicit_zeros_and_unsorted_indices():
+    from scipy import sparse
+
+    dense = np.array([[0, 2, 0, 1], [3, 0, 0, 0], [0, 0, 5, 4]], dtype=np.float32)
+    # row 0 stored unsorted and with an explicit zero at column 2
+    data = np.array([1, 0, 2, 3, 4, 5], dtype=np.float32)
+    indices = np.array([3, 2, 1, 0, 3, 2])
+    indptr = np.array([0, 3, 4, 6])
+    csr = sparse.csr_matrix((data, indices, indptr), shape=(3, 4))
+    ds = CountDataset(csr, dense.sum(1))
+    assert csr.data.size == 6  # the caller's matrix is not modified
+    b = ds[[0, 2]]
+    np.testing.assert_array_equal(b.x.numpy(), dense[[0, 2]])
+    rows, cols = torch.nonzero(torch.from_numpy(dense[[0, 2]]), as_tuple=True)
+    assert torch.equal(b.nz_rows, rows)
+    assert torch.equal(b.nz_cols, cols)
+    from scipy.special import gammaln
+
+    np.testing.assert_allclose(b.log_factorial.numpy(), gammaln(dense[[0, 2]] + 1).sum(1))
+
+
 def test_count_masking_hides_a_fraction_of_nonzeros_from_the_encoder(small):
     x, lib, nz = _batch(small, n=128)
     net = DropoutAENet(x.shape[1], mask_rate=0.3, dropout_rate=0.0).double()
