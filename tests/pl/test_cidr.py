@@ -7,10 +7,10 @@ import pytest
 import scdropout as sd
 
 
-@pytest.fixture(scope="module")
-def done():
+@pytest.fixture(scope="module", params=["dropout", "r"])
+def done(request):
     a = sd.datasets.synthetic(n_cells=120, n_genes=200, random_state=2)
-    sd.tl.cidr(a, progress_bar=False)
+    sd.tl.cidr(a, flavor=request.param, progress_bar=False)
     return a
 
 
@@ -19,6 +19,10 @@ def test_cidr_eigenvalues(done):
     npc = done.uns["cidr"]["n_pcs"]
     lines = ax.get_lines()
     assert len(lines[0].get_xdata()) == 10
+    assert len(lines[1].get_xdata()) == min(npc, 10)  # the default flavor clusters on 20
+    ax = sd.pl.cidr_eigenvalues(done)
+    lines = ax.get_lines()
+    assert len(lines[0].get_xdata()) == min(30, done.uns["cidr"]["variation"].size)
     assert len(lines[1].get_xdata()) == npc
     assert f"n_pcs = {npc}" in [t.get_text() for t in ax.get_legend().get_texts()]
     _fig, ax2 = plt.subplots()

@@ -15,6 +15,11 @@ import scdropout as sd
 from scdropout.kernels import cidr as kc
 
 
+def _cidr_r(adata, **kwargs):
+    """``sd.tl.cidr`` with ``flavor="r"``: this module tests the exact R port."""
+    return sd.tl.cidr(adata, **{"flavor": "r", **kwargs})
+
+
 @pytest.fixture(scope="module")
 def small():
     return sd.datasets.synthetic(n_cells=150, n_genes=300, n_groups=3, random_state=1)
@@ -22,12 +27,12 @@ def small():
 
 @pytest.fixture(scope="module")
 def small_done(small):
-    return sd.tl.cidr(small, progress_bar=False, copy=True)
+    return _cidr_r(small, progress_bar=False, copy=True)
 
 
 KEYS = {
     "obs": ["cidr", "cidr_threshold", "cidr_n_candidates"],
-    "var": ["cidr_candidate_rate"],
+    "var": ["cidr_candidate_rate", "cidr_selected"],
     "obsm": ["X_cidr"],
     "uns": ["cidr"],
 }
@@ -74,33 +79,33 @@ def test_matches_kernel_pipeline(small, small_done):
 
 
 def test_store_distances_and_given_k(small):
-    a = sd.tl.cidr(small, progress_bar=False, store_distances=True, n_clusters=5, copy=True)
+    a = _cidr_r(small, progress_bar=False, store_distances=True, n_clusters=5, copy=True)
     D = a.obsp["cidr_distances"]
     assert D.shape == (a.n_obs, a.n_obs)
     assert_array_equal(D, D.T)
     assert a.uns["cidr"]["n_clusters"] == 5
     assert a.obs["cidr"].cat.categories.size == 5
     assert a.uns["cidr"]["ch_index"].size == 0
-    b = sd.tl.cidr(small, progress_bar=False, n_pcs=4, copy=True)
+    b = _cidr_r(small, progress_bar=False, n_pcs=4, copy=True)
     assert b.uns["cidr"]["n_pcs"] == 4
 
 
 def test_layouts_dtypes_and_layer_agree(small, small_done, matrix_format):
     a = small.copy()
     a.X = matrix_format(a.X.astype(np.int64) if sparse.issparse(a.X) else a.X)
-    sd.tl.cidr(a, progress_bar=False)
+    _cidr_r(a, progress_bar=False)
     assert_array_equal(a.obs["cidr"], small_done.obs["cidr"])
     assert_allclose(a.uns["cidr"]["eigenvalues"], small_done.uns["cidr"]["eigenvalues"])
     b = small.copy()
     b.layers["counts"] = b.X.copy()
     b.X = sparse.csr_matrix(b.X.shape, dtype=np.float32)
-    sd.tl.cidr(b, layer="counts", progress_bar=False)
+    _cidr_r(b, layer="counts", progress_bar=False)
     assert_array_equal(b.obs["cidr"], small_done.obs["cidr"])
 
 
 def test_permutation_invariance(small, small_done):
     perm = np.random.default_rng(0).permutation(small.n_obs)
-    a = sd.tl.cidr(small[perm].copy(), progress_bar=False, copy=True)
+    a = _cidr_r(small[perm].copy(), progress_bar=False, copy=True)
     assert_allclose(
         a.obs["cidr_threshold"], small_done.obs["cidr_threshold"].to_numpy()[perm], rtol=1e-12
     )
@@ -109,22 +114,22 @@ def test_permutation_invariance(small, small_done):
 
 
 def test_n_jobs_invariance(small):
-    a = sd.tl.cidr(small, progress_bar=False, n_jobs=1, store_distances=True, copy=True)
-    b = sd.tl.cidr(small, progress_bar=False, n_jobs=2, store_distances=True, copy=True)
+    a = _cidr_r(small, progress_bar=False, n_jobs=1, store_distances=True, copy=True)
+    b = _cidr_r(small, progress_bar=False, n_jobs=2, store_distances=True, copy=True)
     assert_array_equal(a.obsp["cidr_distances"], b.obsp["cidr_distances"])
     assert_array_equal(a.obs["cidr"], b.obs["cidr"])
 
 
 def test_copy_leaves_input_unchanged(small):
     before = small.copy()
-    out = sd.tl.cidr(small, progress_bar=False, copy=True)
+    out = _cidr_r(small, progress_bar=False, copy=True)
     assert isinstance(out, ad.AnnData)
     assert_equal(small, before)
 
 
 def test_key_added_renames_every_key(small):
     a = small.copy()
-    assert sd.tl.cidr(a, progress_bar=False, key_added="c2", store_distances=True) is None
+    assert _cidr_r(a, progress_bar=False, key_added="c2", store_distances=True) is None
     for slot, keys in KEYS.items():
         for key in keys:
             renamed = key.replace("cidr", "c2")
@@ -136,13 +141,13 @@ def test_key_added_renames_every_key(small):
 
 def test_rerun_overwrites_ours_but_not_foreign_keys(small):
     a = small.copy()
-    sd.tl.cidr(a, progress_bar=False)
-    sd.tl.cidr(a, progress_bar=False, n_clusters=4)
+    _cidr_r(a, progress_bar=False)
+    _cidr_r(a, progress_bar=False, n_clusters=4)
     assert a.uns["cidr"]["n_clusters"] == 4
     b = small.copy()
     b.obs["cidr"] = "mine"
     with pytest.raises(ValueError, match="key_added"):
-        sd.tl.cidr(b, progress_bar=False)
+        _cidr_r(b, progress_bar=False)
     assert (b.obs["cidr"] == "mine").all()
     assert "cidr" not in b.uns
 
@@ -159,24 +164,26 @@ def test_write_h5ad_round_trip(small_done, tmp_path):
 def test_gene_subset(small):
     a = small.copy()
     a.var["use"] = np.arange(a.n_vars) % 2 == 0
-    sd.tl.cidr(a, genes="use", progress_bar=False)
+    _cidr_r(a, genes="use", progress_bar=False)
     assert np.isnan(a.var.loc[~a.var["use"], "cidr_candidate_rate"]).all()
+    # flavor="r" uses every expressed gene of the subset
+    assert_array_equal(a.var["cidr_selected"], a.var["use"] & (a.X.sum(axis=0).A1 > 0))
     assert a.uns["cidr"]["n_genes_used"] <= a.var["use"].sum()
-    ref = sd.tl.cidr(a[:, a.var["use"].to_numpy()].copy(), progress_bar=False, copy=True)
+    ref = _cidr_r(a[:, a.var["use"].to_numpy()].copy(), progress_bar=False, copy=True)
     assert_allclose(a.uns["cidr"]["eigenvalues"], ref.uns["cidr"]["eigenvalues"])
 
 
 def test_zeros_only_and_logistic(small):
-    a = sd.tl.cidr(small, progress_bar=False, zeros_only=True, copy=True)
+    a = _cidr_r(small, progress_bar=False, zeros_only=True, copy=True)
     nz = np.asarray((small.X != 0).sum(axis=1)).ravel()
     genes = a.uns["cidr"]["n_genes_used"]
     assert_array_equal(a.obs["cidr_n_candidates"], genes - nz)
-    b = sd.tl.cidr(small, progress_bar=False, step_function=False, copy=True)
+    b = _cidr_r(small, progress_bar=False, step_function=False, copy=True)
     assert adjusted_rand_score(b.obs["group"], b.obs["cidr"]) > 0.8
 
 
 def test_float32(small, small_done):
-    a = sd.tl.cidr(small, progress_bar=False, dtype="float32", copy=True)
+    a = _cidr_r(small, progress_bar=False, dtype="float32", copy=True)
     assert adjusted_rand_score(a.obs["cidr"], small_done.obs["cidr"]) > 0.99
 
 
@@ -204,47 +211,47 @@ def test_float32(small, small_done):
 def test_bad_arguments(small, kwargs, exc, match):
     a = small.copy()
     with pytest.raises(exc, match=match):
-        sd.tl.cidr(a, progress_bar=False, **kwargs)
+        _cidr_r(a, progress_bar=False, **kwargs)
     assert "cidr" not in a.obs
 
 
 def test_bad_data(small):
     a = small[:2].copy()
     with pytest.raises(ValueError, match="at least 3 cells"):
-        sd.tl.cidr(a, progress_bar=False)
+        _cidr_r(a, progress_bar=False)
     b = small.copy()
     b.X = b.X.astype(np.float64)
     b.X[0, 0] = 0.5
     with pytest.raises(ValueError, match="non-integer"):
-        sd.tl.cidr(b, progress_bar=False)
-    sd.tl.cidr(b, progress_bar=False, tag_type="rpkm")  # fine as expression values
+        _cidr_r(b, progress_bar=False)
+    _cidr_r(b, progress_bar=False, tag_type="rpkm")  # fine as expression values
     b.X[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        sd.tl.cidr(b, progress_bar=False, tag_type="rpkm")
+        _cidr_r(b, progress_bar=False, tag_type="rpkm")
     b.X[0, 0] = -1
     with pytest.raises(ValueError, match="negative"):
-        sd.tl.cidr(b, progress_bar=False)
+        _cidr_r(b, progress_bar=False)
     c = small.copy()
     c.X = c.X.toarray()
     c.X[3] = 0
     with pytest.raises(ValueError, match="no counts"):
-        sd.tl.cidr(c, progress_bar=False)
+        _cidr_r(c, progress_bar=False)
     with pytest.raises(TypeError, match="AnnData"):
-        sd.tl.cidr(c.X, progress_bar=False)
+        _cidr_r(c.X, progress_bar=False)
 
 
 def test_memory_estimate(small, monkeypatch):
     monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-6)
     with pytest.raises(MemoryError, match="subsample the cells"):
-        sd.tl.cidr(small, progress_bar=False)
+        _cidr_r(small, progress_bar=False)
 
 
 def test_memory_estimate_exact_mode_suggests_landmark(small, monkeypatch):
     monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-6)
     with pytest.raises(MemoryError, match="mode='landmark'"):
-        sd.tl.cidr(small, mode="exact", progress_bar=False)
+        _cidr_r(small, mode="exact", progress_bar=False)
     with pytest.raises(MemoryError, match=r"landmark CIDR \(150 cells x 60 landmarks\)"):
-        sd.tl.cidr(small, mode="landmark", n_landmarks=60, progress_bar=False)
+        _cidr_r(small, mode="landmark", n_landmarks=60, progress_bar=False)
     assert "cidr" not in small.obs
 
 
@@ -255,7 +262,7 @@ def test_exact_mode_leading_eigenvalues_give_the_same_result(small, small_done, 
     # above FULL_EIGH_MAX cells only the leading eigenvalues are computed; same nPC and labels
     monkeypatch.setattr(kc, "FULL_EIGH_MAX", 50)
     monkeypatch.setattr(kc, "SUBMATRIX_SIZE", 150)
-    a = sd.tl.cidr(small, progress_bar=False, copy=True)
+    a = _cidr_r(small, progress_bar=False, copy=True)
     u, ref = a.uns["cidr"], small_done.uns["cidr"]
     assert ref["eigenvalues_complete"]
     assert not u["eigenvalues_complete"]
@@ -276,7 +283,7 @@ def medium():
 
 @pytest.fixture(scope="module")
 def medium_exact(medium):
-    return sd.tl.cidr(medium, mode="exact", progress_bar=False, copy=True)
+    return _cidr_r(medium, mode="exact", progress_bar=False, copy=True)
 
 
 def test_landmark_mode_agrees_with_exact(medium, medium_exact, monkeypatch):
@@ -287,7 +294,7 @@ def test_landmark_mode_agrees_with_exact(medium, medium_exact, monkeypatch):
 
     monkeypatch.setattr(kc, "dissimilarity", forbidden)
     monkeypatch.setattr(kc, "pcoa_npc", forbidden)
-    a = sd.tl.cidr(medium, mode="landmark", n_landmarks=150, progress_bar=False, copy=True)
+    a = _cidr_r(medium, mode="landmark", n_landmarks=150, progress_bar=False, copy=True)
     u = a.uns["cidr"]
     assert u["mode"] == "landmark"
     assert u["params"]["mode"] == "landmark"
@@ -311,15 +318,15 @@ def test_landmark_mode_agrees_with_exact(medium, medium_exact, monkeypatch):
 
 def test_landmark_mode_is_deterministic_and_seeded(medium):
     kw = {"mode": "landmark", "n_landmarks": 100, "progress_bar": False, "copy": True}
-    a = sd.tl.cidr(medium, random_state=5, **kw)
-    b = sd.tl.cidr(medium, random_state=5, **kw)
+    a = _cidr_r(medium, random_state=5, **kw)
+    b = _cidr_r(medium, random_state=5, **kw)
     assert_array_equal(a.uns["cidr"]["landmarks"], b.uns["cidr"]["landmarks"])
     assert_array_equal(a.obsm["X_cidr"], b.obsm["X_cidr"])
     assert_array_equal(a.obs["cidr"], b.obs["cidr"])
-    c = sd.tl.cidr(medium, random_state=6, **kw)
+    c = _cidr_r(medium, random_state=6, **kw)
     assert not np.array_equal(a.uns["cidr"]["landmarks"], c.uns["cidr"]["landmarks"])
     # given k and n_pcs are used as they are
-    d = sd.tl.cidr(medium, random_state=5, n_clusters=3, n_pcs=4, **kw)
+    d = _cidr_r(medium, random_state=5, n_clusters=3, n_pcs=4, **kw)
     assert d.uns["cidr"]["n_clusters"] == 3
     assert d.uns["cidr"]["n_pcs"] == 4
     assert d.obs["cidr"].cat.categories.size == 3
@@ -328,14 +335,14 @@ def test_landmark_mode_is_deterministic_and_seeded(medium):
 def test_auto_mode_switches_on_the_cell_count(small, monkeypatch):
     from scdropout.tl import _cidr
 
-    a = sd.tl.cidr(small, progress_bar=False, copy=True)
+    a = _cidr_r(small, progress_bar=False, copy=True)
     assert a.uns["cidr"]["mode"] == "exact"
     monkeypatch.setattr(_cidr, "AUTO_LANDMARK_CELLS", 100)
-    b = sd.tl.cidr(small, progress_bar=False, copy=True, n_landmarks=80)
+    b = _cidr_r(small, progress_bar=False, copy=True, n_landmarks=80)
     assert b.uns["cidr"]["mode"] == "landmark"
     assert b.uns["cidr"]["params"]["mode"] == "auto"
     assert b.uns["cidr"]["landmarks"].size == 80
-    c = sd.tl.cidr(small, progress_bar=False, copy=True)  # default: min(1000, N) landmarks
+    c = _cidr_r(small, progress_bar=False, copy=True)  # default: min(1000, N) landmarks
     assert c.uns["cidr"]["landmarks"].size == 150
 
 
@@ -356,5 +363,5 @@ def test_auto_mode_switches_on_the_cell_count(small, monkeypatch):
 def test_bad_landmark_arguments(small, kwargs, exc, match):
     a = small.copy()
     with pytest.raises(exc, match=match):
-        sd.tl.cidr(a, progress_bar=False, **kwargs)
+        _cidr_r(a, progress_bar=False, **kwargs)
     assert "cidr" not in a.obs

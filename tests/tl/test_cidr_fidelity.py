@@ -142,7 +142,7 @@ def test_end_to_end(case):
     name, c = case
     adata = c["adata"].copy()
     res, ref = c["res"], c["ref"]
-    sd.tl.cidr(adata, tag_type=DATASETS[name], progress_bar=False)
+    sd.tl.cidr(adata, flavor="r", tag_type=DATASETS[name], progress_bar=False)
     u = adata.uns["cidr"]
     assert u["n_pcs"] == res["default"]["nPC"]
     assert u["n_clusters"] == res["default"]["n_clusters"]

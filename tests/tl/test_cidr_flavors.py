@@ -134,3 +134,166 @@ def test_errors(prepared):
         pcoa_top(np.zeros((3, 3)), 3)
     with pytest.raises(ValueError, match="`n_clusters` needs `method='ward_ch'`"):
         cluster_coordinates(np.zeros((5, 2)), method="leiden", n_clusters=2)
+
+
+# ---------------------------------------------------------------- tl.cidr, default flavor
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """200 cells x 1,500 genes, 4 groups of 50 markers each: the top 1,000 genes are a choice."""
+    return sd.datasets.synthetic(
+        n_cells=200, n_genes=1500, n_groups=4, n_markers=50, library_size=5000, random_state=3
+    )
+
+
+@pytest.fixture(scope="module")
+def planted_done(planted):
+    return sd.tl.cidr(planted, progress_bar=False, copy=True)
+
+
+def test_tl_default_is_dropout_flavor_and_recovers_groups(planted, planted_done):
+    a = planted_done
+    u = a.uns["cidr"]
+    p = u["params"]
+    assert (p["flavor"], p["n_top_genes"], p["impute"], p["resolution"]) == (
+        "dropout",
+        1000,
+        False,
+        0.5,
+    )
+    # measured ARI 0.96 (4 clusters) with Leiden at resolution 0.5 on 20 PCs
+    assert adjusted_rand_score(a.obs["group"], a.obs["cidr"]) > 0.85
+    k = u["n_clusters"]
+    assert list(a.obs["cidr"].cat.categories) == [str(i) for i in range(k)]
+    assert a.obsm["X_cidr"].shape == (200, 20)
+    assert u["n_pcs"] == 20
+    assert u["eigenvalues"].size == 20
+    assert np.all(np.diff(u["eigenvalues"]) <= 0)
+    assert u["variation"].sum() == pytest.approx(1.0)
+    assert u["ch_index"].size == 0
+    assert u["mode"] == "pca"
+    assert not u["eigenvalues_complete"]
+    sel = a.var["cidr_selected"]
+    assert sel.dtype == bool
+    assert sel.sum() == u["n_genes_used"] == 1000
+    # the selection is dropout_gene_ranks' top 1000, and the whole result is cidr_dropout's
+    assert_array_equal(sel, dropout_gene_ranks(planted.X) <= 1000)
+    ld = kc.log_tpm(planted.X)
+    th = kc.dropout_thresholds(ld.X, ld.library_size)
+    fit = kc.weighting_threshold(ld.X, th.thresholds)
+    assert u["w_threshold"] == fit.threshold
+    assert_allclose(a.obs["cidr_threshold"], th.thresholds)
+    ref = cidr_dropout(ld.X, th.thresholds, fit.threshold, counts=planted.X[:, ld.kept_genes])
+    assert_array_equal(a.obs["cidr"].cat.codes, ref.labels)
+    assert_allclose(a.obsm["X_cidr"], ref.coordinates)
+    # the diagnostics plots work on the default flavor's results
+    import matplotlib.pyplot as plt
+
+    sd.pl.cidr_eigenvalues(a)
+    sd.pl.cidr_thresholds(a)
+    plt.close("all")
+
+
+def test_tl_default_deterministic_fixed_k_and_mode_irrelevant(planted, planted_done):
+    b = sd.tl.cidr(planted, progress_bar=False, copy=True, mode="landmark", n_jobs=1)
+    assert_array_equal(b.obs["cidr"], planted_done.obs["cidr"])
+    assert_array_equal(b.obsm["X_cidr"], planted_done.obsm["X_cidr"])
+    c = sd.tl.cidr(planted, progress_bar=False, copy=True, n_clusters=5, n_pcs=8)
+    assert c.uns["cidr"]["n_clusters"] == 5
+    assert list(c.obs["cidr"].cat.categories) == ["0", "1", "2", "3", "4"]
+    assert c.obsm["X_cidr"].shape == (200, 8)
+    # a fixed k cuts the Ward tree of the same coordinates
+    ward = kc.ward_clusters(c.obsm["X_cidr"], n_clusters=5).labels
+    assert adjusted_rand_score(ward, c.obs["cidr"]) == 1.0
+
+
+def test_tl_impute_and_gene_subset(planted):
+    a = sd.tl.cidr(planted, impute=True, progress_bar=False, copy=True)
+    u = a.uns["cidr"]
+    assert u["mode"] == "exact"
+    assert u["params"]["impute"]
+    # measured ARI 1.0: CIDR's dissimilarity on the 1,000 selected genes
+    assert adjusted_rand_score(a.obs["group"], a.obs["cidr"]) > 0.9
+    ld = kc.log_tpm(planted.X)
+    th = kc.dropout_thresholds(ld.X, ld.library_size)
+    fit = kc.weighting_threshold(ld.X, th.thresholds)
+    ref = cidr_dropout(
+        ld.X, th.thresholds, fit.threshold, counts=planted.X[:, ld.kept_genes], impute=True
+    )
+    assert_array_equal(a.obs["cidr"].cat.codes, ref.labels)
+    # genes= restricts the candidates of the selection
+    b = planted.copy()
+    b.var["half"] = np.arange(b.n_vars) < 750
+    sd.tl.cidr(b, n_top_genes=300, genes="half", progress_bar=False)
+    sel = b.var["cidr_selected"].to_numpy()
+    assert sel.sum() == b.uns["cidr"]["n_genes_used"] == 300
+    assert not sel[750:].any()
+    assert_array_equal(sel[:750], dropout_gene_ranks(b.X[:, :750]) <= 300)
+
+
+def test_tl_copy_key_added_and_h5ad(planted, planted_done, tmp_path):
+    import anndata as ad
+    from anndata.tests.helpers import assert_equal
+
+    before = planted.copy()
+    assert "cidr" not in planted.obs
+    assert_equal(planted, before)  # copy=True in the fixture left the input untouched
+    a = planted.copy()
+    assert sd.tl.cidr(a, progress_bar=False, key_added="c2") is None
+    for slot, keys in {
+        "obs": ["c2", "c2_threshold", "c2_n_candidates"],
+        "var": ["c2_candidate_rate", "c2_selected"],
+        "obsm": ["X_c2"],
+        "uns": ["c2"],
+    }.items():
+        for key in keys:
+            assert key in getattr(a, slot), (slot, key)
+            assert key.replace("c2", "cidr") not in getattr(a, slot)
+    assert_array_equal(a.obs["c2"], planted_done.obs["cidr"])
+    path = tmp_path / "c.h5ad"
+    planted_done.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert_array_equal(back.var["cidr_selected"], planted_done.var["cidr_selected"])
+    assert_array_equal(back.obs["cidr"], planted_done.obs["cidr"])
+    assert back.uns["cidr"]["params"]["n_top_genes"] == 1000
+    assert back.uns["cidr"]["ch_index"].size == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"flavor": "seurat"}, ValueError, "flavor"),
+        ({"n_top_genes": 0}, ValueError, "`n_top_genes` must be at least 1"),
+        ({"n_top_genes": 10.5}, TypeError, "`n_top_genes` must be an integer"),
+        ({"impute": "yes"}, TypeError, "`impute` must be True or False"),
+        ({"resolution": 0.0}, ValueError, "`resolution` must be a positive finite"),
+        ({"resolution": float("nan")}, ValueError, "`resolution` must be a positive finite"),
+        ({"resolution": "high"}, TypeError, "`resolution` must be a positive number"),
+        ({"resolution": True}, TypeError, "`resolution` must be a positive number"),
+        ({"correction": True}, ValueError, r"`correction=True` is not available.*flavor='r'"),
+        ({"store_distances": True}, ValueError, "`store_distances=True` is not available"),
+        ({"step_function": False}, ValueError, "`step_function=False` is not available"),
+        (
+            {"impute": True, "mode": "landmark"},
+            ValueError,
+            r"`mode='landmark'` is not available with `flavor='dropout'` and `impute=True`",
+        ),
+    ],
+)
+def test_tl_bad_arguments(kwargs, exc, match):
+    a = sd.datasets.synthetic(n_cells=30, n_genes=60, random_state=0)
+    with pytest.raises(exc, match=match):
+        sd.tl.cidr(a, progress_bar=False, **kwargs)
+    assert "cidr" not in a.obs
+    assert "cidr" not in a.uns
+
+
+def test_tl_memory_checks(monkeypatch):
+    a = sd.datasets.synthetic(n_cells=30, n_genes=60, random_state=0)
+    monkeypatch.setattr(sd.settings, "max_memory_gb", 1e-7)
+    with pytest.raises(MemoryError, match="smaller `n_top_genes`"):
+        sd.tl.cidr(a, progress_bar=False)
+    with pytest.raises(MemoryError, match="`impute=False`"):
+        sd.tl.cidr(a, progress_bar=False, impute=True)
+    assert "cidr" not in a.obs
