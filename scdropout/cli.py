@@ -1,4 +1,4 @@
-"""Command line interface: ``scdropout info|genes ...``.
+"""Command line interface: ``scdropout info|genes|cluster ...``.
 
 Each subcommand is a thin wrapper over public functions. Exit codes: 0 on success, 1 on a runtime
 error (one line ``scdropout: error: ...`` on stderr; ``--debug`` shows the traceback), 2 on a usage
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import io, pp
+from . import _keys, io, pp
 from ._settings import settings
 from ._version import __version__
 
@@ -29,9 +30,10 @@ PROG = "scdropout"
 class _Step:
     """Report one pipeline step on stderr: its name, then its time when it ends."""
 
-    def __init__(self, name: str, *, quiet: bool) -> None:
+    def __init__(self, name: str, *, quiet: bool, timings: dict[str, float] | None = None) -> None:
         self.name = name
         self.quiet = quiet
+        self.timings = timings
 
     def __enter__(self) -> _Step:
         self.t0 = time.perf_counter()
@@ -40,8 +42,10 @@ class _Step:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        dt = time.perf_counter() - self.t0
+        if self.timings is not None and exc[0] is None:
+            self.timings[self.name] = dt
         if not self.quiet and exc[0] is None:
-            dt = time.perf_counter() - self.t0
             print(f"[{PROG}] {self.name}: done in {dt:.2f}s", file=sys.stderr, flush=True)
 
 
@@ -190,6 +194,497 @@ def _cmd_genes(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# scdropout cluster
+# ---------------------------------------------------------------------------------------------
+
+METHODS = tuple(_keys.COMPARE_METHODS)
+RULES = tuple(_keys.COMPARE_RULES)
+COMPARE_KEY = _keys.COMPARE
+# files a previous `scdropout cluster` leaves in its folder; --overwrite replaces only such folders
+_OUTPUT_FILES = ("result.h5ad", "clusters.csv", "comparison.csv", "report.html")
+# warnings that are library noise, not something the user of the report can act on
+_NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _parse_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: a comma list of known methods (argparse turns the error into exit 2)."""
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        msg = f"unknown method(s) {', '.join(map(repr, bad)) or repr(text)}; valid: {', '.join(METHODS)}"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(dict.fromkeys(names))
+
+
+def _parse_rules(text: str) -> tuple[str, ...]:
+    """``--rules``: a comma list of clustering rules (argparse turns the error into exit 2)."""
+    names = [r.strip().lower() for r in text.split(",") if r.strip()]
+    bad = [r for r in names if r not in RULES]
+    if bad or not names:
+        msg = (
+            f"unknown rule(s) {', '.join(map(repr, bad)) or repr(text)}; valid: {', '.join(RULES)}"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(dict.fromkeys(names))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _check_out_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a foreign folder."""
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            msg = f"--out {str(out)!r} exists; pass --overwrite to replace it"
+            raise FileExistsError(msg)
+        if not out.is_dir():
+            msg = (
+                f"--out {str(out)!r} exists and is not a folder; remove it or choose another --out"
+            )
+            raise FileExistsError(msg)
+        if any(out.iterdir()) and not any((out / name).exists() for name in _OUTPUT_FILES):
+            msg = (
+                f"--out {str(out)!r} is a folder that holds no `scdropout cluster` result "
+                f"({', '.join(_OUTPUT_FILES)}); --overwrite replaces only such folders, so "
+                "remove it yourself or choose another --out"
+            )
+            raise FileExistsError(msg)
+    if not out.parent.is_dir():
+        msg = f"the folder of --out {str(out)!r} does not exist"
+        raise FileNotFoundError(msg)
+
+
+def _sample_names(paths: Sequence[str]) -> list[str]:
+    """Name each input: its file stem, or the sample folder of a Cell Ranger output."""
+    generic = {"outs", "filtered_feature_bc_matrix", "filtered_gene_bc_matrices", ""}
+    names: list[str] = []
+    for path in paths:
+        p = Path(path).resolve()
+        if p.is_file():
+            name = p.name.removesuffix(".h5ad").removesuffix(".h5")
+        else:
+            while p.name in generic and p.parent != p:
+                p = p.parent
+            name = p.name or "sample"
+        base, i = name, 2
+        while name in names:
+            name, i = f"{base}_{i}", i + 1
+        names.append(name)
+    return names
+
+
+def _read_sample(path: str, *, layer: str | None, genome: str | None) -> Any:
+    """Read one input and return it with raw counts (CSR float32) in X; errors name the file."""
+    import anndata
+    from scipy import sparse
+
+    from ._utils import check_counts
+
+    p = Path(path)
+    if not p.exists():
+        msg = f"input {path!r} does not exist"
+        raise FileNotFoundError(msg)
+    try:
+        adata = io.read_10x(p, genome=genome) if genome else io.read_10x(p)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        text = str(err).strip("'\"")
+        if path in text or str(p.resolve()) in text:
+            raise
+        msg = f"cannot read input {path!r}: {text}"
+        raise ValueError(msg) from err
+    is_h5ad = p.is_file() and p.suffix.lower() == ".h5ad"
+    X = adata.X
+    if is_h5ad and layer is not None:
+        if layer not in adata.layers:
+            msg = (
+                f"--layer {layer!r} is not a layer of {path!r}; its layers: "
+                f"{sorted(adata.layers)[:5] or 'none'}"
+            )
+            raise KeyError(msg)
+        X = adata.layers[layer]
+    if X is None or not (isinstance(X, np.ndarray) or sparse.issparse(X)):
+        msg = f"input {path!r} holds no in-memory count matrix (X is {type(X).__name__})"
+        raise TypeError(msg)
+    what = f"layer {layer!r}" if is_h5ad and layer is not None else "X"
+    check_counts(
+        X,
+        name=f"{what} of {path!r}",
+        obs_names=adata.obs_names,
+        var_names=adata.var_names,
+        what="raw counts (scdropout cluster needs UMI counts; use --layer for an .h5ad)",
+    )
+    X = sparse.csr_matrix(X, dtype=np.float32)
+    obs = adata.obs.copy() if is_h5ad else adata.obs[[]].copy()
+    return anndata.AnnData(X=X, obs=obs, var=adata.var.copy())
+
+
+def _combine(parts: list[Any], names: list[str], paths: Sequence[str]) -> Any:
+    """Stack samples (same genes, reordered if needed) with ``obs['sample']``; one sample as is."""
+    import anndata
+    import pandas as pd
+    from scipy import sparse
+
+    first = parts[0]
+    for i in range(1, len(parts)):
+        a = parts[i]
+        if not a.var_names.equals(first.var_names):
+            missing = first.var_names.difference(a.var_names)
+            extra = a.var_names.difference(first.var_names)
+            if len(missing) or len(extra) or a.n_vars != first.n_vars:
+                msg = (
+                    f"input {paths[i]!r} has other genes than {paths[0]!r}: {len(missing):,} of "
+                    f"the first input's {first.n_vars:,} genes are missing (first "
+                    f"{list(missing[:3])}) and {len(extra):,} are extra (first {list(extra[:3])}); "
+                    "samples must be quantified against the same reference"
+                )
+                raise ValueError(msg)
+            parts[i] = a[:, first.var_names].copy()
+    if len(parts) == 1:
+        out = first
+        if _keys.SAMPLE not in out.obs.columns:
+            out.obs[_keys.SAMPLE] = pd.Categorical([names[0]] * out.n_obs)
+        return out
+    common = [c for c in first.obs.columns if all(c in a.obs.columns for a in parts[1:])]
+    obs = pd.concat([a.obs[common] for a in parts])
+    for col in common:
+        if not pd.api.types.is_numeric_dtype(obs[col]) or pd.api.types.is_bool_dtype(obs[col]):
+            obs[col] = pd.Categorical(obs[col].astype(str))
+    obs.index = pd.Index(
+        np.concatenate(
+            [a.obs_names.to_numpy(object) + f"-{n}" for n, a in zip(names, parts, strict=True)]
+        )
+    )
+    if not obs.index.is_unique:
+        dup = obs.index[obs.index.duplicated()][0]
+        msg = f"barcode {dup!r} occurs twice after adding the sample names; rename the inputs"
+        raise ValueError(msg)
+    obs[_keys.SAMPLE] = pd.Categorical(
+        np.repeat(names, [a.n_obs for a in parts]), categories=names
+    )
+    X = sparse.vstack([a.X for a in parts], format="csr", dtype=np.float32)
+    return anndata.AnnData(X=X, obs=obs, var=first.var.copy())
+
+
+def _qc(adata: Any, warned: list[str]) -> Any:
+    """Drop cells without counts (they have no dropout rate), with a warning."""
+    lib = np.asarray(adata.X.sum(axis=1)).ravel()
+    empty = lib <= 0
+    if empty.any():
+        warned.append(
+            f"{int(empty.sum()):,} cells without any count were removed (first "
+            f"{adata.obs_names[empty][0]!r})"
+        )
+        adata = adata[~empty].copy()
+    if adata.n_obs < 3:
+        msg = f"only {adata.n_obs} cells with counts; clustering needs at least 3"
+        raise ValueError(msg)
+    return adata
+
+
+def _attach_labels(adata: Any, spec: str | None) -> str | None:
+    """Resolve ``--labels``: a CSV of barcode,label (stored as obs['label']) or an obs column."""
+    import pandas as pd
+
+    if spec is None:
+        return None
+    p = Path(spec)
+    if p.is_file():
+        try:
+            df = pd.read_csv(p, header=None, dtype=str, keep_default_na=False)
+        except (ValueError, OSError) as err:
+            msg = f"cannot read --labels {spec!r}: {err}"
+            raise ValueError(msg) from err
+        if df.shape[1] < 2:
+            msg = (
+                f"--labels {spec!r} must have two columns, barcode and label; it has {df.shape[1]}"
+            )
+            raise ValueError(msg)
+        if len(df) and df.iloc[0, 0] not in adata.obs_names:
+            df = df.iloc[1:]  # a header row
+        labels = pd.Series(df.iloc[:, 1].to_numpy(), index=df.iloc[:, 0].to_numpy())
+        labels = labels[~labels.index.duplicated()]
+        matched = adata.obs_names.isin(labels.index)
+        if not matched.all():
+            unmatched = adata.obs_names[~matched]
+            msg = (
+                f"--labels {spec!r}: {int(matched.sum()):,} of the {adata.n_obs:,} cells have a "
+                f"label ({int(labels.index.isin(adata.obs_names).sum()):,} of its {len(labels):,} "
+                f"barcodes match); first cell without one: {unmatched[0]!r}, first barcode in "
+                f"the file: {labels.index[0] if len(labels) else 'none'!r}"
+            )
+            raise ValueError(msg)
+        col = "label" if "label" not in adata.obs.columns else "labels_csv"
+        adata.obs[col] = pd.Categorical(labels.reindex(adata.obs_names).to_numpy())
+        return col
+    if spec in adata.obs.columns:
+        missing = adata.obs[spec].isna()
+        if missing.any():
+            msg = f"--labels column {spec!r} has no value for {int(missing.sum()):,} cells"
+            raise ValueError(msg)
+        return spec
+    from ._utils import missing_key_message
+
+    msg = missing_key_message("--labels", spec, adata.obs.columns, "obs")
+    msg += " It is neither an existing CSV file (barcode,label) nor a column of the data."
+    raise KeyError(msg)
+
+
+def _save_figure(fig: Any, path: Path) -> bytes:
+    from .report import figure_png
+
+    fig = getattr(fig, "figure", fig) if not hasattr(fig, "savefig") else fig
+    png = figure_png(fig)
+    path.write_bytes(png)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return png
+
+
+def _figures(adata: Any, folder: Path, *, labels_key: str | None, compared: bool) -> dict:
+    """Draw every figure of the report into ``folder`` and return their PNG bytes by name."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    from . import pl
+
+    figs: dict[str, bytes | None] = {
+        "qc": _save_figure(pl.dropout_qc(adata), folder / "qc.png"),
+        "dropout_curve": _save_figure(
+            pl.dropout_curve(adata, title="Dropout rate vs mean"), folder / "dropout_curve.png"
+        ),
+    }
+    if compared:
+        figs["embeddings"] = _save_figure(
+            pl.compare_embeddings(adata, key=COMPARE_KEY, color=None, rule="ward"),
+            folder / "embeddings.png",
+        )
+    if compared and labels_key is not None:
+        figs["embeddings_labels"] = _save_figure(
+            pl.compare_embeddings(adata, key=COMPARE_KEY, color=labels_key, rule="ward"),
+            folder / "embeddings_labels.png",
+        )
+        for metric in ("ari", "nmi"):
+            figs[f"scores_{metric}"] = _save_figure(
+                pl.compare_scores(adata, key=COMPARE_KEY, metric=metric),
+                folder / f"scores_{metric}.png",
+            )
+    # CIDR diagnostics, when the comparison keeps tl.cidr's results under "<key>_cidr"
+    for key in (f"{COMPARE_KEY}_cidr",):
+        res = adata.uns.get(key)
+        if isinstance(res, dict) and "eigenvalues" in res:
+            figs["cidr_eigenvalues"] = _save_figure(
+                pl.cidr_eigenvalues(adata, key=key), folder / "cidr_eigenvalues.png"
+            )
+            if f"{key}_threshold" in adata.obs.columns:
+                figs["cidr_thresholds"] = _save_figure(
+                    pl.cidr_thresholds(adata, key=key), folder / "cidr_thresholds.png"
+                )
+            break
+    return figs
+
+
+def _clusters_table(adata: Any, labels_key: str | None) -> Any:
+    """barcode, sample, then one column per method and rule (and the labels, when given)."""
+    import pandas as pd
+
+    prefix = f"{COMPARE_KEY}_"
+    df = pd.DataFrame(index=pd.Index(adata.obs_names, name="barcode"))
+    df["sample"] = adata.obs[_keys.SAMPLE].to_numpy()
+    if labels_key is not None:
+        df["label"] = adata.obs[labels_key].to_numpy()
+    for col in adata.obs.columns:
+        if col.startswith(prefix) and isinstance(adata.obs[col].dtype, pd.CategoricalDtype):
+            df[col.removeprefix(prefix)] = adata.obs[col].to_numpy()
+    return df
+
+
+def _top_genes(adata: Any, n: int = 25) -> Any:
+    from . import get
+
+    genes = get.dropout_genes(adata, selected_only=True).head(n)
+    stats = get.dropout_stats(adata)[["mean", "rate", "expected"]]
+    stats = stats.rename(columns={"rate": "dropout rate", "expected": "expected rate"})
+    table = genes.drop(columns=["selected"], errors="ignore").join(stats)
+    table.index.name = "gene"
+    return table
+
+
+def _run_compare(adata: Any, args: argparse.Namespace, labels_key: str | None) -> Any:
+    from .tl import compare_clusterings
+
+    method_kwargs: dict[str, dict[str, Any]] = {}
+    if "dae" in args.methods:
+        method_kwargs["dae"] = {"device": args.device}
+        if args.epochs is not None:
+            method_kwargs["dae"]["max_epochs"] = args.epochs
+    if "cidr" in args.methods:
+        method_kwargs["cidr"] = {"device": args.device}
+    return compare_clusterings(
+        adata,
+        methods=args.methods,
+        labels_key=labels_key,
+        n_clusters=args.n_clusters,
+        rules=args.rules,
+        genes=f"{_keys.DROPOUT_GENES}_selected" if args.genes == "selected" else None,
+        method_kwargs=method_kwargs,
+        random_state=args.random_state,
+        n_jobs=args.n_jobs,
+        progress_bar=not args.quiet,
+        key_added=COMPARE_KEY,
+    )
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` folder to ``out``, replacing an old result only at the end."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _cluster_pipeline(args: argparse.Namespace, tmp: Path, timings: dict[str, float]) -> str:
+    """Run every step, writing into ``tmp``; return the line printed at the end."""
+    import warnings
+
+    import pandas as pd
+
+    from . import report
+
+    warned: list[str] = []
+    quiet = args.quiet
+    if args.layer is not None and not any(s.lower().endswith(".h5ad") for s in args.samples):
+        msg = "--layer applies to .h5ad inputs only; none of the inputs is an .h5ad"
+        raise ValueError(msg)
+    names = _sample_names(args.samples)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _Step("load", quiet=quiet, timings=timings):
+            parts = [_read_sample(s, layer=args.layer, genome=args.genome) for s in args.samples]
+            adata = _combine(parts, names, args.samples)
+            del parts
+        with _Step("QC summary", quiet=quiet, timings=timings):
+            adata = _qc(adata, warned)
+            labels_key = _attach_labels(adata, args.labels)
+            samples = {
+                str(k): int(v) for k, v in adata.obs[_keys.SAMPLE].value_counts(sort=False).items()
+            }
+            if not quiet:
+                nnz = adata.X.count_nonzero()
+                print(
+                    f"[{PROG}]   {adata.n_obs:,} cells x {adata.n_vars:,} genes from "
+                    f"{len(samples)} sample(s); {100 * (1 - nnz / np.prod(adata.shape)):.1f}% zeros",
+                    file=sys.stderr,
+                )
+        with _Step("dropout statistics", quiet=quiet, timings=timings):
+            pp.dropout_stats(adata, n_jobs=args.n_jobs)
+        n_top = min(args.n_top_genes, adata.n_vars)
+        with _Step(
+            f"dropout-gene selection ({args.flavor}, top {n_top:,})", quiet=quiet, timings=timings
+        ):
+            pp.dropout_genes(
+                adata, flavor=args.flavor, n_top_genes=n_top, fdr=None, n_jobs=args.n_jobs
+            )
+        n_selected = int(adata.var[f"{_keys.DROPOUT_GENES}_selected"].sum())
+        with _Step(
+            f"compare clusterings ({', '.join(args.methods)})", quiet=quiet, timings=timings
+        ):
+            table = _run_compare(adata, args, labels_key)
+        with _Step("figures", quiet=quiet, timings=timings):
+            figs = _figures(adata, tmp / "figures", labels_key=labels_key, compared=True)
+        with _Step("write results", quiet=quiet, timings=timings):
+            adata.write_h5ad(tmp / "result.h5ad")
+            _clusters_table(adata, labels_key).to_csv(tmp / "clusters.csv")
+            table.to_csv(tmp / "comparison.csv", index_label="method")
+    seen: set[str] = set()
+    for w in caught:
+        text = str(w.message)
+        if issubclass(w.category, _NOISE) or text in seen:
+            continue
+        seen.add(text)
+        warned.append(text)
+    for method, status in table["status"].items():
+        if str(status) != "ok" and not any(repr(str(method)) in w for w in warned):
+            warned.append(f"method {str(method)!r} {status}")
+    if not quiet:
+        for text in warned:
+            print(f"{PROG}: warning: {text}", file=sys.stderr)
+    with _Step("report", quiet=quiet, timings=timings):
+        params = {
+            "samples": " ".join(args.samples),
+            "--out": args.out,
+            "--methods": ",".join(args.methods),
+            "--rules": ",".join(args.rules),
+            "--genes": args.genes,
+            "--n-top-genes": f"{args.n_top_genes} (used {n_top}, selected {n_selected})",
+            "--flavor": args.flavor,
+            "--n-clusters": args.n_clusters if args.n_clusters is not None else "automatic",
+            "--labels": args.labels if args.labels is not None else "none",
+            "--layer": args.layer if args.layer is not None else "X",
+            "--genome": args.genome if args.genome is not None else "default",
+            "--device": args.device,
+            "--epochs": args.epochs if args.epochs is not None else "default",
+            "--random-state": args.random_state,
+            "--n-jobs": args.n_jobs if args.n_jobs is not None else settings.n_jobs,
+        }
+        summary = _summary(adata, _keys.DROPOUT_STATS)
+        html_text = report.render_report(
+            title=f"scdropout cluster: {', '.join(names)}",
+            summary=summary,
+            samples=samples,
+            figures=figs,
+            genes=_top_genes(adata),
+            n_selected=n_selected,
+            comparison=table,
+            has_labels=labels_key is not None,
+            warnings=warned,
+            params=params,
+            timings=timings,
+            versions=report.versions(),
+            created=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        (tmp / "report.html").write_text(html_text, encoding="utf-8")
+    ok = [str(m) for m, s in table["status"].items() if str(s) == "ok"]
+    return (
+        f"clustered {adata.n_obs:,} cells ({', '.join(ok) or 'no method ran'}); "
+        f"wrote {args.out}{os.sep}report.html, result.h5ad, clusters.csv, comparison.csv"
+    )
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_out_dir(out, overwrite=args.overwrite)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    timings: dict[str, float] = {}
+    try:
+        (tmp / "figures").mkdir(parents=True)
+        line = _cluster_pipeline(args, tmp, timings)
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(line)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -245,6 +740,86 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_genes.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p_genes.set_defaults(func=_cmd_genes)
+
+    p_cluster = sub.add_parser(
+        "cluster",
+        help="cluster samples with CIDR, the dropout autoencoder, PCA and t-SNE; HTML report",
+        description=(
+            "Load one or more samples, summarise their quality and dropouts, select "
+            "dropout-informative genes, cluster the cells with each method, compare the "
+            "clusterings and write DIR/result.h5ad, clusters.csv, comparison.csv, figures/*.png "
+            "and a self-contained report.html. DIR appears only when everything succeeded."
+        ),
+    )
+    p_cluster.add_argument(
+        "samples",
+        nargs="+",
+        metavar="SAMPLE",
+        help="10X .h5, mtx folder, Cell Ranger outs/ folder or .h5ad; several are concatenated",
+    )
+    p_cluster.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p_cluster.add_argument(
+        "--layer", default=None, help="layer of an .h5ad holding raw counts (default: X)"
+    )
+    p_cluster.add_argument(
+        "--genome", default=None, help="genome of a multi-genome Cell Ranger v2 .h5"
+    )
+    p_cluster.add_argument(
+        "--methods",
+        type=_parse_methods,
+        default=METHODS,
+        help=f"comma list of methods to compare (default: {','.join(METHODS)})",
+    )
+    p_cluster.add_argument(
+        "--rules",
+        type=_parse_rules,
+        default=RULES,
+        help=f"comma list of clustering rules applied to every embedding (default: {','.join(RULES)})",
+    )
+    p_cluster.add_argument(
+        "--genes",
+        choices=["selected", "all"],
+        default="selected",
+        help="cluster on the dropout-selected genes (default) or on all genes",
+    )
+    p_cluster.add_argument(
+        "--n-top-genes",
+        type=_positive_int,
+        default=2000,
+        help="number of dropout genes to select (default 2000, at most the number of genes)",
+    )
+    p_cluster.add_argument("--flavor", choices=["nbumi", "m3drop"], default="nbumi")
+    p_cluster.add_argument(
+        "--n-clusters",
+        type=_positive_int,
+        default=None,
+        help="number of clusters (default: each method's automatic choice, or the number of labels)",
+    )
+    p_cluster.add_argument(
+        "--labels",
+        default=None,
+        help="known cell labels: an obs column of the input or a CSV of barcode,label",
+    )
+    p_cluster.add_argument(
+        "--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 (default auto)"
+    )
+    p_cluster.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="maximum autoencoder epochs (default: the autoencoder's own)",
+    )
+    p_cluster.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    p_cluster.add_argument(
+        "--n-jobs", type=int, default=None, help="threads for numba kernels (default: all)"
+    )
+    p_cluster.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p_cluster.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    p_cluster.add_argument(
+        "--verbose", action="store_true", help="also show the library's log (keys written, ...)"
+    )
+    p_cluster.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p_cluster.set_defaults(func=_cmd_cluster)
     return parser
 
 

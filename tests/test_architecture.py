@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "tl": BASE | {"kernels", "pp", "models"},
     "get": BASE,
     "pl": BASE | {"get"},
-    "cli": BASE | {"io", "kernels", "models", "datasets", "pp", "tl", "get", "pl"},
+    "cli": BASE | {"io", "kernels", "models", "datasets", "pp", "tl", "get", "pl", "report"},
+    "report": BASE | {"io", "kernels", "models", "datasets", "pp", "tl", "get", "pl"},
     "__main__": {"cli"},
     "__init__": BASE | {"io", "kernels", "models", "datasets", "pp", "tl", "get", "pl"},
 }
