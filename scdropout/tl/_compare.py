@@ -297,8 +297,14 @@ def _leiden(
     n = emb.shape[0]
     tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]))
     tmp.obsm["X_emb"] = np.ascontiguousarray(emb, dtype=np.float64)
+    # exact kNN through sklearn: scanpy's default (pynndescent, > 4,096 cells) calls
+    # `csr_array.getnnz`, which scipy >= 1.17 no longer has
     sc.pp.neighbors(
-        tmp, n_neighbors=min(n_neighbors, n - 1), use_rep="X_emb", random_state=random_state
+        tmp,
+        n_neighbors=min(n_neighbors, n - 1),
+        use_rep="X_emb",
+        transformer="sklearn",
+        random_state=random_state,
     )
     sc.tl.leiden(
         tmp,

@@ -463,3 +463,16 @@ def test_progress_bar_and_one_log_line_per_method(synthetic, capsys, caplog):
     finally:
         sd.settings.progress_bar = True
     assert "compare:" not in capsys.readouterr().err
+
+
+def test_leiden_rule_runs_above_pynndescent_threshold():
+    # scanpy switches to pynndescent above 4,096 cells, which breaks with scipy >= 1.17
+    from scdropout.tl._compare import _leiden
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
+    emb = np.concatenate([c + rng.normal(size=(1700, 2)) for c in centres])
+    labels = np.asarray(_leiden(emb, n_neighbors=15, resolution=0.05, random_state=0))
+    assert labels.shape == (5100,)
+    truth = np.repeat([0, 1, 2], 1700)
+    assert adjusted_rand_score(truth, labels) > 0.95
