@@ -211,3 +211,18 @@ def test_functions_do_not_overwrite_each_other():
     np.testing.assert_array_equal(a.var["k_p"], 0.0)
     _utils.write_results(a, {"var": {"k_p": np.ones(3)}}, key_added="k", owner="f")
     np.testing.assert_array_equal(a.var["k_p"], 1.0)
+
+
+def test_check_orientation():
+    import anndata as ad
+
+    from scdropout._utils import check_orientation
+
+    barcodes = [f"{''.join('ACGT'[(i >> (2 * j)) & 3] for j in range(16))}-1" for i in range(20)]
+    genes = [f"Gene{i}" for i in range(5)]
+    ok = ad.AnnData(np.zeros((20, 5), dtype=np.float32))
+    ok.obs_names, ok.var_names = barcodes, genes
+    check_orientation(ok, what="CIDR")  # cells x genes with barcode obs_names
+    check_orientation(ad.AnnData(np.zeros((3, 4), dtype=np.float32)), what="CIDR")  # "0", "1"
+    with pytest.raises(ValueError, match=r"transposed.*'AAAAAAAAAAAAAAAA-1'.*CIDR needs cells"):
+        check_orientation(ok.T.copy(), what="CIDR")

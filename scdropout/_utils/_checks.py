@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from scdropout._compat import CSCBase, CSRBase, SparseBase
@@ -192,3 +193,28 @@ def as_csr_or_dense(X: Any) -> Any:
     if isinstance(X, SparseBase):
         return sparse.csr_matrix(X)
     return np.asarray(X)
+
+
+_BARCODE = r"^[ACGTN]{8,}([-_.][0-9A-Za-z_]+)?$"
+
+
+def check_orientation(adata: Any, *, what: str) -> None:
+    """Raise ``ValueError`` when ``adata`` looks like genes x cells (a transposed count matrix).
+
+    The sign is ``var_names`` that look like cell barcodes (at least 8 ACGTN letters, optionally
+    a ``-1`` style suffix) for most variables while the ``obs_names`` do not. R packages (CIDR,
+    M3Drop) use genes x cells, so this mix-up is common when matrices come from R.
+    """
+    var = pd.Index(adata.var_names[:1000]).astype(str)
+    obs = pd.Index(adata.obs_names[:1000]).astype(str)
+    if var.size < 2:
+        return
+    var_bc = float(var.str.match(_BARCODE).mean())
+    obs_bc = float(obs.str.match(_BARCODE).mean()) if obs.size else 0.0
+    if var_bc >= 0.5 and obs_bc < 0.5:
+        msg = (
+            f"`adata` looks transposed (genes x cells): {var_bc:.0%} of its var_names look like "
+            f"cell barcodes (first {var[0]!r}) and its obs_names do not (first "
+            f"{obs[0] if obs.size else None!r}). {what} needs cells as rows; pass `adata.T.copy()`."
+        )
+        raise ValueError(msg)

@@ -21,6 +21,7 @@ from scdropout._utils import (
     check_conflicts,
     check_counts,
     check_memory,
+    check_orientation,
     check_positive_int,
     get_matrix,
     missing_key_message,
@@ -384,6 +385,7 @@ def cidr(
             )
             raise ValueError(msg)
     mask = _gene_mask(adata, genes)
+    check_orientation(adata, what="CIDR")
     check_counts(
         X,
         name=name,

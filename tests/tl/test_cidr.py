@@ -365,3 +365,17 @@ def test_bad_landmark_arguments(small, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         _cidr_r(a, progress_bar=False, **kwargs)
     assert "cidr" not in a.obs
+
+
+@pytest.mark.parametrize("flavor", ["r", "dropout"])
+def test_genes_by_cells_is_detected(small, flavor):
+    t = small.T.copy()
+    t.obs_names = [f"Gene{i}" for i in range(t.n_obs)]
+    t.var_names = [
+        f"{''.join('ACGT'[(i >> (2 * j)) & 3] for j in range(14))}-1" for i in range(t.n_vars)
+    ]
+    before = t.copy()
+    with pytest.raises(ValueError, match=r"transposed \(genes x cells\).*adata\.T"):
+        sd.tl.cidr(t, flavor=flavor, progress_bar=False)
+    assert list(t.obs.columns) == list(before.obs.columns)
+    assert "cidr" not in t.uns
