@@ -10,6 +10,7 @@ from ._checks import (
     check_matrix_type,
     check_orientation,
     check_positive_int,
+    gene_mask,
     get_matrix,
     missing_key_message,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "check_memory",
     "check_orientation",
     "check_positive_int",
+    "gene_mask",
     "get_matrix",
     "missing_key_message",
     "resolve_n_jobs",

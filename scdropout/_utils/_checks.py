@@ -218,3 +218,29 @@ def check_orientation(adata: Any, *, what: str) -> None:
             f"{obs[0] if obs.size else None!r}). {what} needs cells as rows; pass `adata.T.copy()`."
         )
         raise ValueError(msg)
+
+
+def gene_mask(adata: Any, genes: str | None, *, what: str) -> np.ndarray | None:
+    """Resolve ``genes`` (the name of a boolean ``adata.var`` column) to a mask; None passes.
+
+    ``what`` names the method in the error raised when fewer than 2 genes are selected.
+    """
+    if genes is None:
+        return None
+    if not isinstance(genes, str):
+        msg = f"`genes` must be the name of a boolean `adata.var` column or None, got {genes!r}."
+        raise TypeError(msg)
+    if genes not in adata.var.columns:
+        raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
+    col = adata.var[genes]
+    if col.dtype != bool:
+        msg = f"`adata.var[{genes!r}]` has dtype {col.dtype}; `genes` needs a boolean column."
+        raise ValueError(msg)
+    mask = col.to_numpy(dtype=bool)
+    if mask.sum() < 2:
+        msg = (
+            f"`adata.var[{genes!r}]` selects {int(mask.sum())} genes; {what} needs at least 2 "
+            "(select more genes or pass `genes=None`)."
+        )
+        raise ValueError(msg)
+    return mask

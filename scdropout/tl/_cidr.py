@@ -23,8 +23,8 @@ from scdropout._utils import (
     check_memory,
     check_orientation,
     check_positive_int,
+    gene_mask,
     get_matrix,
-    missing_key_message,
     resolve_n_jobs,
     seed_repr,
     thread_limit,
@@ -74,25 +74,6 @@ def _resolve_device(device: Any) -> str:
         return name
     msg = f"`device={device!r}` is not valid; choose 'auto', 'cpu' or 'cuda[:N]'."
     raise ValueError(msg)
-
-
-def _gene_mask(adata: AnnData, genes: str | None) -> np.ndarray | None:
-    if genes is None:
-        return None
-    if not isinstance(genes, str):
-        msg = f"`genes` must be the name of a boolean `adata.var` column or None, got {genes!r}."
-        raise TypeError(msg)
-    if genes not in adata.var.columns:
-        raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
-    col = adata.var[genes]
-    if col.dtype != bool:
-        msg = f"`adata.var[{genes!r}]` has dtype {col.dtype}; `genes` needs a boolean column."
-        raise ValueError(msg)
-    mask = col.to_numpy(dtype=bool)
-    if mask.sum() < 2:
-        msg = f"`adata.var[{genes!r}]` selects {int(mask.sum())} genes; CIDR needs at least 2."
-        raise ValueError(msg)
-    return mask
 
 
 def cidr(
@@ -384,7 +365,7 @@ def cidr(
                 "most that many, or `mode='exact'`."
             )
             raise ValueError(msg)
-    mask = _gene_mask(adata, genes)
+    mask = gene_mask(adata, genes, what="CIDR")
     check_orientation(adata, what="CIDR")
     check_counts(
         X,

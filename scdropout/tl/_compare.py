@@ -30,6 +30,7 @@ from scdropout._utils import (
     check_counts,
     check_memory,
     check_positive_int,
+    gene_mask,
     get_matrix,
     missing_key_message,
     resolve_n_jobs,
@@ -88,28 +89,6 @@ def _as_names(value: Any, *, name: str, valid: Sequence[str]) -> tuple[str, ...]
         msg = f"`{name}={list(out)!r}` names an entry more than once."
         raise ValueError(msg)
     return out
-
-
-def _gene_mask(adata: AnnData, genes: str | None) -> np.ndarray | None:
-    if genes is None:
-        return None
-    if not isinstance(genes, str):
-        msg = f"`genes` must be the name of a boolean `adata.var` column or None, got {genes!r}."
-        raise TypeError(msg)
-    if genes not in adata.var.columns:
-        raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
-    col = adata.var[genes]
-    if col.dtype != bool:
-        msg = f"`adata.var[{genes!r}]` has dtype {col.dtype}; `genes` needs a boolean column."
-        raise ValueError(msg)
-    mask = col.to_numpy(dtype=bool)
-    if mask.sum() < 2:
-        msg = (
-            f"`adata.var[{genes!r}]` selects {int(mask.sum())} genes; the comparison needs at "
-            "least 2 (select more genes or pass `genes=None`)."
-        )
-        raise ValueError(msg)
-    return mask
 
 
 def _method_targets() -> dict[str, Any]:
@@ -566,7 +545,7 @@ def compare_clusterings(
     else:
         seed = int(rng.integers(0, 2**31 - 1))
     n_threads = resolve_n_jobs(n_jobs)
-    mask = _gene_mask(adata, genes)
+    mask = gene_mask(adata, genes, what="the comparison")
     name = "`adata.X`" if layer is None else f"`layer={layer!r}`"
     check_counts(X, name=name, obs_names=adata.obs_names, var_names=adata.var_names)
     Xs = X[:, mask] if mask is not None else X
