@@ -30,6 +30,7 @@ import warnings
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
 
@@ -232,21 +233,33 @@ def _top_eigh(
 def _leiden(
     Y: NDArray[np.float64], *, resolution: float, n_neighbors: int, seed: int
 ) -> NDArray[np.int64]:
+    """Leiden clusters (igraph flavour) of the exact kNN graph of ``Y``, numbered by first appearance.
+
+    The kNN graph comes from sklearn (``transformer="sklearn"``): scanpy's default above 4,096
+    cells (pynndescent) calls ``csr_array.getnnz``, which scipy >= 1.17 no longer has. Shared
+    with ``tl.compare_clusterings``.
+    """
     import anndata as ad
     import scanpy as sc
 
-    a = ad.AnnData(np.zeros((Y.shape[0], 1), dtype=np.float32))
-    a.obsm["X"] = Y
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(
-            a,
-            use_rep="X",
-            n_neighbors=min(n_neighbors, Y.shape[0] - 1),
-            transformer="sklearn",
-            random_state=seed,
-        )
-        sc.tl.leiden(a, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2)
+    n = Y.shape[0]
+    a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]))
+    a.obsm["X"] = np.ascontiguousarray(Y, dtype=np.float64)
+    sc.pp.neighbors(
+        a,
+        use_rep="X",
+        n_neighbors=min(n_neighbors, n - 1),
+        transformer="sklearn",
+        random_state=seed,
+    )
+    sc.tl.leiden(
+        a,
+        resolution=resolution,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+    )
     codes = a.obs["leiden"].cat.codes.to_numpy().astype(np.int64)
     return _renumber(codes)
 

@@ -41,6 +41,7 @@ from scdropout._utils import (
 )
 
 from . import _baselines
+from ._cidr_flavors import _leiden as _leiden_codes
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -269,31 +270,9 @@ def _ward(emb: np.ndarray, k: int | None) -> tuple[pd.Categorical, int]:
 def _leiden(
     emb: np.ndarray, *, n_neighbors: int, resolution: float, random_state: int
 ) -> pd.Categorical:
-    """Leiden clusters (igraph flavour) of scanpy's kNN graph of ``emb``."""
-    import anndata as ad
-    import scanpy as sc
-
-    n = emb.shape[0]
-    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]))
-    tmp.obsm["X_emb"] = np.ascontiguousarray(emb, dtype=np.float64)
-    # exact kNN through sklearn: scanpy's default (pynndescent, > 4,096 cells) calls
-    # `csr_array.getnnz`, which scipy >= 1.17 no longer has
-    sc.pp.neighbors(
-        tmp,
-        n_neighbors=min(n_neighbors, n - 1),
-        use_rep="X_emb",
-        transformer="sklearn",
-        random_state=random_state,
-    )
-    sc.tl.leiden(
-        tmp,
-        resolution=resolution,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=random_state,
-    )
-    return _relabel(tmp.obs["leiden"].to_numpy())
+    """Leiden clusters (igraph flavour) of the exact kNN graph of ``emb``, numbered by size."""
+    codes = _leiden_codes(emb, resolution=resolution, n_neighbors=n_neighbors, seed=random_state)
+    return _relabel(codes)
 
 
 def _warm_up(methods: Sequence[str], rules: Sequence[str], seed: int) -> None:
