@@ -1,7 +1,7 @@
 """CIDR: fidelity to R ``cidr`` 0.1.5 and speed, on every dataset of ``shared/reference/cidr``.
 
 For each reference folder (the 12 datasets, the sub-samples of worm_neuron and cbmc_citeseq,
-``cidr_sim`` and ``pbmc68k_reduced_counts``) the script runs ``sd.tl.cidr(adata, n_jobs=2)``
+``cidr_sim`` and ``pbmc68k_reduced_counts``) the script runs ``sd.tl.cidr(adata, flavor="r", n_jobs=2)``
 (default parameters, ``flavor="r"``) on the input R got, times each step (``uns['cidr']
 ['timings']``) and compares with R's outputs:
 
@@ -20,7 +20,7 @@ treat them as noisy upper bounds. numba kernels are compiled (and cached) before
 
 ``--large`` adds ``sd.datasets.synthetic(n_cells=10_000, n_genes=20_000)`` (timing only).
 
-Landmark mode (``tl.cidr(mode="landmark")``, issue 3 "large mode"):
+Landmark mode (``tl.cidr(flavor="r", mode="landmark")``, issue 3 "large mode"):
 
 - ``--landmark`` compares landmark and exact mode on the largest labelled datasets where both
   run (worm_neuron, zeisel, cbmc_citeseq; ``--landmark-datasets`` to change), for
@@ -147,7 +147,7 @@ def run_one(name: str, shared: Path) -> tuple[dict, dict]:
     tag = "rpkm" if name.partition("_sub")[0] in NON_INTEGER else "raw"
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    sd.tl.cidr(a, tag_type=tag, n_jobs=2, progress_bar=False)
+    sd.tl.cidr(a, flavor="r", tag_type=tag, n_jobs=2, progress_bar=False)
     total = time.perf_counter() - t0
     u = a.uns["cidr"]
     T_r = np.load(ref / "dThreshold.npy")
@@ -159,7 +159,14 @@ def run_one(name: str, shared: Path) -> tuple[dict, dict]:
     r_tk = pd.read_csv(ref / "clusters_truek.csv")["cluster"].to_numpy()
     k_true = res["truek"]["n_clusters"]
     tk = sd.tl.cidr(
-        a, tag_type=tag, n_jobs=2, progress_bar=False, n_clusters=k_true, key_added="tk", copy=True
+        a,
+        flavor="r",
+        tag_type=tag,
+        n_jobs=2,
+        progress_bar=False,
+        n_clusters=k_true,
+        key_added="tk",
+        copy=True,
     )
     # thresholds within one grid step of the second KDE (fast branch: of the median cell)
     ld = kc.log_tpm(a.X, tag_type="raw")
@@ -230,7 +237,7 @@ def run_large(n_cells: int, n_genes: int) -> dict:
         a.write_h5ad(cache)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    sd.tl.cidr(a, mode="exact", n_jobs=2, progress_bar=False)
+    sd.tl.cidr(a, flavor="r", mode="exact", n_jobs=2, progress_bar=False)
     total = time.perf_counter() - t0
     tm = a.uns["cidr"]["timings"]
     nnz = a.X.nnz / a.n_obs
@@ -267,7 +274,7 @@ def run_landmark_compare(name: str, shared: Path, n_landmarks: int, seeds: list[
     tag = "rpkm" if name in NON_INTEGER else "raw"
     labels = a.obs["cell_type"].astype(str).to_numpy()
     t0 = time.perf_counter()
-    sd.tl.cidr(a, tag_type=tag, mode="exact", n_jobs=2, progress_bar=False)
+    sd.tl.cidr(a, flavor="r", tag_type=tag, mode="exact", n_jobs=2, progress_bar=False)
     t_exact = time.perf_counter() - t0
     ex = a.obs["cidr"].to_numpy()
     u = a.uns["cidr"]
@@ -290,6 +297,7 @@ def run_landmark_compare(name: str, shared: Path, n_landmarks: int, seeds: list[
         t0 = time.perf_counter()
         b = sd.tl.cidr(
             a,
+            flavor="r",
             tag_type=tag,
             mode="landmark",
             n_landmarks=min(n_landmarks, a.n_obs),
@@ -335,7 +343,9 @@ def _one_landmark(path: str, n_landmarks: int) -> None:
     a = ad.read_h5ad(path)
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     t0 = time.perf_counter()
-    sd.tl.cidr(a, mode="landmark", n_landmarks=n_landmarks, n_jobs=2, progress_bar=False)
+    sd.tl.cidr(
+        a, flavor="r", mode="landmark", n_landmarks=n_landmarks, n_jobs=2, progress_bar=False
+    )
     total = time.perf_counter() - t0
     tm = a.uns["cidr"]["timings"]
     row = {
@@ -394,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         else sorted(d.name for d in refdir.iterdir() if d.is_dir())
     )
     # compile (and cache) the kernels outside the timings
-    sd.tl.cidr(sd.datasets.synthetic(n_cells=60, n_genes=100), progress_bar=False, n_jobs=2)
+    sd.tl.cidr(
+        sd.datasets.synthetic(n_cells=60, n_genes=100), flavor="r", progress_bar=False, n_jobs=2
+    )
     fids, speeds = [], []
     for name in names:
         try:
@@ -417,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1], default=str), flush=True)
         text = "\n".join(
             [
-                "### Landmark mode vs exact mode (`tl.cidr(mode='landmark')`)",
+                "### Landmark mode vs exact mode (`tl.cidr(flavor='r', mode='landmark')`)",
                 "",
                 "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets --landmark`. "
                 f"Landmark mode with {args.n_landmarks} landmarks (seeds {args.seeds}) against "
@@ -463,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 "### Exact mode at 10,000 cells x 20,000 genes",
                 "",
                 "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets --large`. "
-                "`tl.cidr(mode='exact', n_jobs=2)` on `sd.datasets.synthetic(n_cells=10_000, "
+                "`tl.cidr(flavor='r', mode='exact', n_jobs=2)` on `sd.datasets.synthetic(n_cells=10_000, "
                 "n_genes=20_000, n_groups=8)`; wall seconds per step, one run on the shared, "
                 "heavily loaded 2-core machine (load avg column): a noisy upper bound.",
                 "",
