@@ -31,6 +31,14 @@ Landmark mode (``tl.cidr(flavor="r", mode="landmark")``, issue 3 "large mode"):
   whose peak resident memory is reported (data generation excluded: the matrix is cached in
   ``benchmarks/_out`` first).
 
+Gene restriction (``tl.cidr(flavor="r", genes=...)``, issue 3):
+
+- ``--genes-restriction 1000 2000`` runs exact mode on every labelled dataset (all genes, then
+  the top N genes by dropout excess: M3Drop's Michaelis-Menten test, which also ranks
+  non-integer inputs) and reports seconds, nPC, k, ARI against the labels and ARI against the
+  all-gene clusters. The thresholds and W always come from all genes (the dissimilarity,
+  PCoA and clustering use the subset).
+
 Each part of the ``bench_cidr`` section of RESULTS.md (fidelity, landmark, landmark-large) is
 replaced only when that part is run.
 
@@ -326,6 +334,64 @@ def run_landmark_compare(name: str, shared: Path, n_landmarks: int, seeds: list[
     return rows
 
 
+GENES_DATASETS = [
+    "buettner_mesc",
+    "cbmc_citeseq_sub4000",
+    "cellbench_celseq2",
+    "cellbench_dropseq",
+    "cidr_sim",
+    "deng",
+    "mouse_bladder",
+    "pbmc68k_reduced",
+    "pollen",
+    "usoskin150",
+    "worm_neuron",
+    "yan",
+    "zeisel",
+]
+
+
+def run_genes_restriction(name: str, shared: Path, n_tops: list[int]) -> list[dict]:
+    """Exact mode with all genes, then with the top N dropout genes (speed and ARI)."""
+    from scdropout.tl._cidr_flavors import dropout_gene_ranks
+
+    a = load_input(name, shared)
+    tag = "rpkm" if name.partition("_sub")[0] in NON_INTEGER else "raw"
+    labels = a.obs["cell_type"].astype(str).to_numpy()
+    rank = dropout_gene_ranks(a.X, method="m3drop")
+    rows: list[dict] = []
+    ref = None
+    for n_top in [None, *n_tops]:
+        if n_top is not None and n_top >= a.n_vars:
+            continue
+        genes = None
+        if n_top is not None:
+            a.var[f"top{n_top}"] = rank <= n_top
+            genes = f"top{n_top}"
+        t0 = time.perf_counter()
+        sd.tl.cidr(a, flavor="r", tag_type=tag, genes=genes, n_jobs=2, progress_bar=False)
+        seconds = time.perf_counter() - t0
+        lab = a.obs["cidr"].to_numpy()
+        ref = lab if n_top is None else ref
+        u = a.uns["cidr"]
+        rows.append(
+            {
+                "dataset": name,
+                "cells": a.n_obs,
+                "genes": "all" if n_top is None else f"top {n_top}",
+                "genes used": u.get("n_genes_used", a.n_vars if n_top is None else n_top),
+                "seconds": seconds,
+                "dissim s": u["timings"]["dissimilarity"],
+                "nPC": u["n_pcs"],
+                "k": u["n_clusters"],
+                "ARI truth": adjusted_rand_score(labels, lab),
+                "ARI vs all genes": adjusted_rand_score(ref, lab),
+                "load avg": os.getloadavg()[0],
+            }
+        )
+    return rows
+
+
 def _synthetic_path(n_cells: int, library_size: float) -> Path:
     cache = REPO / "benchmarks" / "_out" / f"cidr_synthetic_{n_cells}x20000_L{library_size:g}.h5ad"
     if not cache.exists():
@@ -391,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-landmarks", type=int, default=1000)
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--library-size", type=float, default=5000.0)
+    p.add_argument(
+        "--genes-restriction",
+        nargs="*",
+        type=int,
+        default=[],
+        help="exact mode on the top N dropout genes vs all genes (e.g. 1000 2000)",
+    )
     p.add_argument("--_one-landmark", dest="one_landmark", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.getLogger("scdropout").setLevel(logging.WARNING)
@@ -443,6 +516,36 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         if not args.no_write:
             write_part("landmark", text)
+    if args.genes_restriction:
+        rows = []
+        for name in GENES_DATASETS:
+            rows += run_genes_restriction(name, args.shared, args.genes_restriction)
+            print(json.dumps(rows[-1], default=str), flush=True)
+        df = pd.DataFrame(rows)
+        full = df.groupby("dataset")["genes"].transform("size") == df["genes"].nunique()
+        means = df[full].groupby("genes", sort=False)[["seconds", "ARI truth", "ARI vs all genes"]]
+        text = "\n".join(
+            [
+                "### Gene restriction (`tl.cidr(flavor='r', genes=...)`)",
+                "",
+                "Command: `.venv/bin/python benchmarks/bench_cidr.py --datasets "
+                "--genes-restriction " + " ".join(str(n) for n in args.genes_restriction) + "`. "
+                "Exact mode on all genes, then on the top N genes by dropout excess "
+                "(`dropout_gene_ranks(method='m3drop')`, which also ranks the non-integer "
+                "inputs); thresholds and W from all genes in every run. `ARI truth` against the "
+                "published labels, `ARI vs all genes` against the all-gene clusters. Single runs "
+                "(load avg column: a busy machine inflates the seconds).",
+                "",
+                markdown_table(df),
+                "",
+                "Means over the datasets that have every row (fewer genes than N: no row):",
+                "",
+                markdown_table(means.mean().reset_index()),
+            ]
+        )
+        print(text)
+        if not args.no_write:
+            write_part("genes", text)
     if args.landmark_large:
         rows = []
         for n in args.landmark_large:
