@@ -114,7 +114,7 @@ def dissimilarity_to_landmarks(
     w_thr, a, b = float(w_threshold), float(a), float(b)
     base = kc._zero_partner_sums(data, indptr, thr, w_thr, step, a, b)
     out = np.empty((n, lm.size))
-    Xt = np.zeros((n_genes, tile_size))
+    Xt = None if step else np.zeros((n_genes, tile_size))
     starts = range(0, lm.size, tile_size)
     if progress_bar:
         from tqdm.auto import tqdm
@@ -123,14 +123,34 @@ def dissimilarity_to_landmarks(
     for s in starts:
         rows = lm[s : s + tile_size]
         bsz = rows.size
-        Xt[:] = 0.0
-        kc._fill_tile(Xt, data, indices, indptr, rows)
-        tile = np.ascontiguousarray(Xt[:, :bsz])
+        if step:  # sparse tile lists: the same sums bit for bit, without the dense block
+            lists = kc._step_tile_lists(data, indices, indptr, rows, thr, w_thr, n_genes)
+        else:
+            Xt[:] = 0.0
+            kc._fill_tile(Xt, data, indices, indptr, rows)
+            tile = np.ascontiguousarray(Xt[:, :bsz])
         for j0 in range(0, n, chunk_size):
             j1 = min(j0 + chunk_size, n)
-            S = kc._dissim_tile(
-                data, indices, indptr, thr, w_thr, step, a, b, tile, thr[rows], base[rows], j0, j1
-            )
+            if step:
+                S = kc._dissim_tile_step(
+                    data, indices, indptr, thr, w_thr, *lists, bsz, base[rows], j0, j1
+                )
+            else:
+                S = kc._dissim_tile(
+                    data,
+                    indices,
+                    indptr,
+                    thr,
+                    w_thr,
+                    step,
+                    a,
+                    b,
+                    tile,
+                    thr[rows],
+                    base[rows],
+                    j0,
+                    j1,
+                )
             out[j0:j1, s : s + bsz] = np.sqrt(np.maximum(S, 0.0))
     out[lm, np.arange(lm.size)] = 0.0
     return out
