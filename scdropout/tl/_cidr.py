@@ -55,21 +55,33 @@ N_COMPS = 20
 DROPOUT_N_PCS = 20
 
 
+def _cuda_available() -> bool:
+    """Whether torch sees a GPU, without importing torch on machines with no NVIDIA driver."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        import importlib.util
+        from pathlib import Path
+
+        if importlib.util.find_spec("torch") is None:
+            return False
+        if not Path("/proc/driver/nvidia/version").exists():
+            return False
+        import torch
+    return bool(torch.cuda.is_available())
+
+
 def _resolve_device(device: Any) -> str:
-    """Return "cpu" or a CUDA device string; "auto" uses CUDA only if torch is already loaded."""
+    """Return "cpu" or a CUDA device string; "auto" is CUDA when available, else CPU."""
     name = str(device)
     if name == "auto":
         name = settings.device if settings.device != "auto" else "auto"
     if name == "auto":
-        torch = sys.modules.get("torch")
-        return "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+        return "cuda" if _cuda_available() else "cpu"
     if name == "cpu":
         return "cpu"
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            msg = f"`device={device!r}` but CUDA is not available; use `device='cpu'`."
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not _cuda_available():
+            msg = f"`device={device!r}` but CUDA is not available; use `device='cpu'` or 'auto'."
             raise ValueError(msg)
         return name
     msg = f"`device={device!r}` is not valid; choose 'auto', 'cpu' or 'cuda[:N]'."
@@ -212,9 +224,14 @@ def cidr(
         the stored matrix; PCoA input rounded, results differ in the last digits). The kernel
         accumulates and the PCoA runs in float64 either way.
     device
-        ``"auto"`` (CUDA only if torch is already imported and sees a GPU, else CPU), ``"cpu"``
-        or ``"cuda[:N]"``. The computation currently runs on the CPU in every case; the
-        argument is validated and recorded.
+        ``flavor="r"``, exact mode, step weights: where the dissimilarity and the principal
+        coordinates are computed. ``"cuda[:N]"``: on the GPU through torch (tiled sparse x
+        dense products, :func:`scdropout.models.cidr_torch.dissimilarity_torch`, equal to the
+        CPU kernel to about 1e-12 relative; then one full ``torch.linalg.eigh``, so the
+        spectrum is always complete); ``"cpu"``: the numba kernel and LAPACK/ARPACK;
+        ``"auto"``: CUDA when torch sees a GPU, else CPU. Logistic weights
+        (``step_function=False``), landmark mode and ``flavor="dropout"`` always run on the
+        CPU. ``uns['cidr']['device_used']`` records where the dissimilarity ran.
     n_jobs
         Threads for the numba kernels; None uses ``settings.n_jobs``.
     progress_bar
@@ -271,7 +288,8 @@ def cidr(
     ValueError
         For negative, NaN or (with ``tag_type="raw"``) non-integer values, fewer than 3 cells,
         all-zero cells, ``n_clusters < 2``, bad ``n_pcs``, ``n_top_genes < 1``,
-        ``resolution <= 0``, an unknown ``flavor``, ``tag_type``, ``dtype`` or ``device``, an
+        ``resolution <= 0``, an unknown ``flavor``, ``tag_type``, ``dtype`` or ``device``,
+        ``device="cuda"`` without CUDA, an
         option of ``flavor="r"`` only with ``flavor="dropout"`` (``correction``,
         ``store_distances``, ``step_function=False``, ``mode="landmark"`` with ``impute=True``),
         or a key that exists and was not written by scdropout.
@@ -314,7 +332,7 @@ def cidr(
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string, got {key_added!r}."
         raise TypeError(msg)
-    _resolve_device(device)
+    device_name = _resolve_device(device)
     resolve_n_jobs(n_jobs)
     n_cells = adata.n_obs
     if n_cells < 3:
@@ -510,6 +528,7 @@ def cidr(
                 cailliez_constant=0.0,
                 distances=None,
                 landmarks=np.empty(0, dtype=np.int64),
+                device_used="cpu",
             )
             selected_cols = np.asarray(res.genes_used, dtype=np.int64)
         else:
@@ -524,6 +543,7 @@ def cidr(
                 step_function=step_function,
                 correction=correction,
                 dtype=dtype,
+                device=device_name,
                 random_state=random_state,
                 progress_bar=show,
                 timings=timings,
@@ -578,7 +598,7 @@ def cidr(
         "r_would_crash": bool(emb.r_would_crash),
         "cailliez_constant": float(emb.cailliez_constant),
         "n_genes_used": int(selected_cols.size),
-        "device_used": "cpu",
+        "device_used": emb.device_used,
         "timings": {key: float(v) for key, v in timings.items()},
     }
     results: dict[str, dict[str, Any]] = {
@@ -624,6 +644,7 @@ class _Embedding(NamedTuple):
     cailliez_constant: float
     distances: np.ndarray | None
     landmarks: np.ndarray
+    device_used: str
 
 
 def _leading_variation(eigenvalues: Any) -> np.ndarray:
@@ -645,6 +666,7 @@ def _compute_r(
     step_function: bool,
     correction: bool,
     dtype: str,
+    device: str,
     random_state: Any,
     progress_bar: bool,
     timings: dict[str, float],
@@ -655,17 +677,31 @@ def _compute_r(
     c_const = 0.0
     D = None
     landmarks = np.empty(0, dtype=np.int64)
-    if mode == "exact":
-        D = kc.dissimilarity(
-            ld.X,
-            th.thresholds,
-            fit.threshold,
-            step_function=step_function,
-            a=fit.a,
-            b=fit.b,
-            dtype=np.dtype(dtype),
-            progress_bar=progress_bar,
+    on_gpu = device != "cpu" and mode == "exact" and step_function
+    if device != "cpu" and not on_gpu:
+        logger.info(
+            "cidr: %s runs on the CPU (numba); `device=%r` applies to exact mode with step weights",
+            "landmark mode" if mode != "exact" else "`step_function=False`",
+            device,
         )
+    if mode == "exact":
+        if on_gpu:
+            from scdropout.models.cidr_torch import dissimilarity_torch
+
+            D = dissimilarity_torch(
+                ld.X, th.thresholds, fit.threshold, device=device, progress_bar=progress_bar
+            ).astype(dtype, copy=False)
+        else:
+            D = kc.dissimilarity(
+                ld.X,
+                th.thresholds,
+                fit.threshold,
+                step_function=step_function,
+                a=fit.a,
+                b=fit.b,
+                dtype=np.dtype(dtype),
+                progress_bar=progress_bar,
+            )
         if correction:
             D, c_const = kc.cailliez(D)
             D = D.astype(dtype, copy=False)
@@ -686,7 +722,12 @@ def _compute_r(
     timings["dissimilarity_cpu"] = time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "exact":
-        eig = kc.pcoa_npc(D, n_components=N_COMPS, n_pcs=n_pcs, random_state=random_state)
+        if on_gpu:
+            from scdropout.models.cidr_torch import pcoa_torch
+
+            eig = pcoa_torch(D, device=device, n_components=N_COMPS, n_pcs=n_pcs)
+        else:
+            eig = kc.pcoa_npc(D, n_components=N_COMPS, n_pcs=n_pcs, random_state=random_state)
         complete = eig.complete
         if eig.variation.size == 0:
             msg = "the CIDR dissimilarity has no positive eigenvalue; all cells are identical."
@@ -727,6 +768,7 @@ def _compute_r(
         cailliez_constant=float(c_const),
         distances=D,
         landmarks=landmarks,
+        device_used=device if on_gpu else "cpu",
     )
 
 
