@@ -300,7 +300,9 @@ def cidr(
         the dense N x ``n_top_genes`` matrix (``flavor="dropout"``) would exceed
         ``settings.max_memory_gb``.
     RuntimeError
-        If the dropout-curve fit does not converge (use ``zeros_only=True``).
+        If the dropout-curve fit (weighting threshold W) does not converge, with
+        ``flavor="r"`` or ``impute=True`` (use ``zeros_only=True``). The default flavor
+        without imputation does not need W: it warns and records NaN.
 
     Examples
     --------
@@ -493,8 +495,20 @@ def cidr(
         timings["thresholds"] = time.perf_counter() - t0
         timings["thresholds_cpu"] = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
-        fit = kc.weighting_threshold(ld.X, th.thresholds)
-        per_cell, _, _ = kc.candidate_counts(ld.X, th.thresholds)
+        per_cell, n_nc, _ = kc.candidate_counts(ld.X, th.thresholds)
+        try:
+            fit = kc.weighting_threshold(ld.X, th.thresholds)
+        except RuntimeError as err:
+            if flavor == "r" or impute:
+                raise
+            # the default flavor without imputation never uses W: record NaN and go on
+            warn(
+                f"{err} `flavor='dropout'` with `impute=False` does not use W, so the "
+                "clustering goes on; `uns['cidr']['w_threshold']` is NaN."
+            )
+            nan = float("nan")
+            rate = (ld.X.shape[0] - n_nc) / ld.X.shape[0]
+            fit = kc.WeightingFit(nan, nan, nan, rate, np.full(rate.size, np.nan))
         timings["weighting_threshold"] = time.perf_counter() - t0
         timings["weighting_threshold_cpu"] = time.process_time() - c0
         if flavor == "dropout":
