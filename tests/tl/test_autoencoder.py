@@ -54,7 +54,11 @@ def test_writes_documented_keys(small):
         "stopped_early",
         "device",
         "n_genes",
+        "shrinkage_weights",
     }
+    w = uns["shrinkage_weights"]
+    assert w.shape == (100,)
+    assert ((w >= 0) & (w <= 1)).all()
     assert uns["n_epochs"] == len(uns["history"]["train_loss"]) == 3
     assert uns["device"] == "cpu"
     # params record every argument
@@ -66,18 +70,37 @@ def test_writes_documented_keys(small):
 
 def test_impute_with_mc_writes_layers(small):
     other = small.copy()
-    sd.tl.autoencoder(small, impute=True, mc_samples=4, **FAST)
+    # the model's own means (shrink=False): every entry varies over the MC passes
+    sd.tl.autoencoder(small, impute=True, mc_samples=4, shrink=False, **FAST)
     mean, sd_ = small.layers["dae_imputed"], small.layers["dae_imputed_sd"]
     assert mean.shape == sd_.shape == small.shape
     assert np.isfinite(mean).all()
     assert (sd_ >= 0).all()
     # a cell whose decoder ReLUs are all 0 in every pass (tiny 3-epoch net) has sd 0
     assert (sd_ > 0).mean() > 0.95
-    sd.tl.autoencoder(other, impute=True, **FAST)
+    sd.tl.autoencoder(other, impute=True, shrink=False, **FAST)
     assert "dae_imputed_sd" not in other.layers
     # the deterministic mean and the MC mean are close but not equal
     assert not np.array_equal(other.layers["dae_imputed"], mean)
     np.testing.assert_allclose(other.layers["dae_imputed"].sum(1), mean.sum(1), rtol=1e-3)
+
+
+def test_shrink_mixes_the_model_mean_with_a_constant_share(small):
+    other = small.copy()
+    sd.tl.autoencoder(small, impute=True, **FAST)
+    sd.tl.autoencoder(other, impute=True, shrink=False, **FAST)
+    w = small.uns["dae"]["shrinkage_weights"]
+    np.testing.assert_array_equal(w, other.uns["dae"]["shrinkage_weights"])
+    assert small.uns["dae"]["params"]["shrink"] is True
+    assert other.uns["dae"]["params"]["shrink"] is False
+    shrunk, raw = small.layers["dae_imputed"], other.layers["dae_imputed"]
+    # genes with w = 1 keep the model's mean; with w < 1 the imputation differs from it
+    np.testing.assert_allclose(shrunk[:, w == 1], raw[:, w == 1], rtol=1e-6)
+    assert not np.allclose(shrunk[:, w < 1], raw[:, w < 1])
+    # with w = 0 a gene's imputation is a constant share of each cell's library
+    lib = np.asarray(small.X.sum(1)).ravel()
+    share = shrunk[:, w == 0] / lib[:, None]
+    np.testing.assert_allclose(share, np.broadcast_to(share[:1], share.shape), rtol=1e-5)
 
 
 def test_predictive_sd_layer_is_wider_than_the_mc_sd(small):
