@@ -6,7 +6,7 @@ In the spirit of scvi-tools' ``setup_anndata``, but the frozen state lives in a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -276,18 +276,18 @@ class CountDataset(torch.utils.data.Dataset):
             starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             src = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-            nz_rows = np.repeat(np.arange(len(rows)), lengths)
+            nz_rows = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
             nz_cols = self.counts.indices[src].astype(np.int64)
             dense = np.zeros((len(rows), n_genes), dtype=np.float32)
-            dense[nz_rows, nz_cols] = self.counts.data[src]
+            dense.reshape(-1)[nz_rows * n_genes + nz_cols] = self.counts.data[src]
         else:
             dense = np.asarray(self.counts[rows])
             nz_rows, nz_cols = np.nonzero(dense)
         return Batch(
             x=torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
             library=torch.from_numpy(self.library[rows]).unsqueeze(1),
-            nz_rows=torch.from_numpy(nz_rows.astype(np.int64)),
-            nz_cols=torch.from_numpy(nz_cols.astype(np.int64)),
+            nz_rows=torch.from_numpy(nz_rows.astype(np.int64, copy=False)),
+            nz_cols=torch.from_numpy(nz_cols.astype(np.int64, copy=False)),
             log_factorial=torch.from_numpy(self.log_factorial[rows].astype(np.float32)),
         )
 
@@ -321,45 +321,61 @@ class Batch:
 
 
 def batch_loader(
-    dataset: torch.utils.data.Dataset,
+    dataset: CountDataset,
     indices: np.ndarray,
     *,
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator | None = None,
-) -> torch.utils.data.DataLoader:
-    """Return a DataLoader yielding ``(x, library)`` for minibatches of ``indices``.
+) -> BatchLoader:
+    """Return an iterable of :class:`Batch` over minibatches of ``indices``.
 
-    Each minibatch is one ``dataset[rows]`` call (a :class:`Batch`) (a single CSR row slice), not a per-cell collate.
-    With ``shuffle``, the order comes from ``generator``. A trailing batch of one cell is merged
-    into the previous one (BatchNorm needs at least two cells in training).
+    Each minibatch is one ``dataset[rows]`` call (a single CSR row slice), not a per-cell
+    collate. With ``shuffle``, the order is ``torch.randperm`` drawn from ``generator`` at the
+    start of each pass (what ``SubsetRandomSampler`` does); a plain iterable rather than a
+    ``DataLoader``, which draws a base seed from the *global* torch RNG on every pass and
+    costs a few hundred microseconds per batch. A trailing batch of one cell is merged into
+    the previous one (BatchNorm needs at least two cells in training).
     """
-    from torch.utils.data import DataLoader, SubsetRandomSampler
-
-    indices = np.asarray(indices, dtype=np.int64)
-    sampler: Any = (
-        SubsetRandomSampler(indices.tolist(), generator=generator) if shuffle else indices.tolist()
+    return BatchLoader(
+        dataset, indices, batch_size=batch_size, shuffle=shuffle, generator=generator
     )
-    batches = _BatchSampler(sampler, batch_size)
-    return DataLoader(dataset, sampler=batches, batch_size=None)
 
 
-class _BatchSampler(torch.utils.data.Sampler):
-    def __init__(self, sampler: Any, batch_size: int) -> None:
-        self.sampler = sampler
-        self.batch_size = batch_size
+class BatchLoader:
+    """Minibatches of ``indices`` (see :func:`batch_loader`); rows sorted within a batch."""
+
+    def __init__(
+        self,
+        dataset: CountDataset,
+        indices: np.ndarray,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.generator = generator
+
+    def _starts(self) -> list[int]:
+        n, bs = len(self.indices), self.batch_size
+        starts = list(range(0, n, bs))
+        if len(starts) > 1 and n - starts[-1] == 1:
+            starts.pop()
+        return starts
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        k = max(1, -(-n // self.batch_size))
-        return k - 1 if k > 1 and n % self.batch_size == 1 else k
+        return len(self._starts())
 
-    def __iter__(self):
-        order = list(iter(self.sampler))
-        bs = self.batch_size
-        starts = list(range(0, len(order), bs))
-        if len(starts) > 1 and len(order) - starts[-1] == 1:
-            starts.pop()
-        for i, s in enumerate(starts):
-            stop = starts[i + 1] if i + 1 < len(starts) else len(order)
-            yield sorted(order[s:stop])
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.indices
+        if self.shuffle:
+            perm = torch.randperm(len(order), generator=self.generator).numpy()
+            order = order[perm]
+        starts = self._starts()
+        stops = [*starts[1:], len(order)]
+        for s, e in zip(starts, stops, strict=True):
+            yield self.dataset[np.sort(order[s:e])]

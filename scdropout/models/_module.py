@@ -22,14 +22,21 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ._distributions import log_nb, log_poisson, log_zinb, nb_log_ratio, nb_log_zero
+from ._distributions import (
+    log_nb,
+    log_poisson,
+    log_zinb,
+    nb_log_ratio,
+    nb_log_zero,
+    nb_softmax_loglik,
+)
 
 Likelihood = Literal["nb", "zinb", "poisson"]
 DropoutKind = Literal["bernoulli", "gaussian"]
@@ -117,6 +124,11 @@ class ForwardOutput:
         Zero-inflation logits, cells × genes (ZINB) or None.
     masked
         Boolean cells × genes of the counts zeroed by count masking, or None when no masking ran.
+    softmax_parts
+        ``(logits, mu)`` when ``mu = softmax(logits) · L`` (``mean_activation="softmax"``): lets
+        the NB loss take its gradient with respect to the logits directly. The loss uses it
+        only while ``mu`` is still that tensor (``dataclasses.replace(out, mu=...)`` turns it
+        off).
     """
 
     z: torch.Tensor
@@ -124,6 +136,7 @@ class ForwardOutput:
     theta: torch.Tensor | None
     pi_logits: torch.Tensor | None
     masked: torch.Tensor | None
+    softmax_parts: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -241,11 +254,44 @@ class DropoutAENet(nn.Module):
         (row and column indices of the non-zeros, e.g. from the CSR batch) saves a dense scan.
         """
         rows, cols = _nonzero(x, nz)
-        keep = torch.rand(rows.shape[0], device=x.device) < self.mask_rate
+        return self._mask_from_keep(x, rows * x.shape[1] + cols, self._draw_keep(rows))
+
+    def _draw_keep(self, rows: torch.Tensor) -> torch.Tensor:
+        """Draw which non-zero entries (in row-major order) are masked."""
+        return torch.rand(rows.shape[0], device=rows.device) < self.mask_rate
+
+    @staticmethod
+    def _mask_from_keep(x: torch.Tensor, flat: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         masked = torch.zeros_like(x, dtype=torch.bool)
-        flat = rows[keep] * x.shape[1] + cols[keep]
-        masked.view(-1)[flat] = True
+        masked.view(-1).index_put_((flat,), keep)
         return masked
+
+    def _normalised_input(
+        self,
+        x: torch.Tensor,
+        library: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        keep: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`_normalise` of ``x`` with the ``keep`` entries zeroed, from the non-zeros.
+
+        The same values as the dense computation: zeros map to ``0`` (or, with input scaling,
+        to ``clamp(−mean · inv_sd)`` per gene), so only the non-zero entries are transformed.
+        """
+        xv = x.reshape(-1).index_select(0, rows * x.shape[1] + cols)
+        if keep is not None:
+            xv = xv.masked_fill(keep, 0.0)
+        factor = (self.library_scale / library.clamp_min(1.0)).reshape(-1)
+        v = torch.log1p(xv * factor.index_select(0, rows))
+        if self.scale_input:
+            mean, inv_sd = self.input_mean, self.input_inv_sd
+            v = ((v - mean.index_select(0, cols)) * inv_sd.index_select(0, cols)).clamp_(-10, 10)
+            h = ((0.0 - mean) * inv_sd).clamp_(-10.0, 10.0).expand(x.shape[0], -1).contiguous()
+        else:
+            h = torch.zeros_like(x)
+        h.view(-1).index_put_((rows * x.shape[1] + cols,), v)
+        return h
 
     def encode(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
         """Map counts (cells × genes) and library sizes (cells × 1) to the latent space."""
@@ -256,17 +302,26 @@ class DropoutAENet(nn.Module):
         self, z: torch.Tensor, library: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Return ``(μ, θ, π logits)`` for latent ``z`` and library sizes ``library``."""
+        mu, theta, pi_logits, _ = self._decode(z, library)
+        return mu, theta, pi_logits
+
+    def _decode(
+        self, z: torch.Tensor, library: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Return :meth:`decode`'s outputs and the mean logits (softmax activation only)."""
         h = self.decoder(z)
         raw = self.mean_head(h)
+        logits = None
         if self.mean_activation == "softmax":
             mu = torch.softmax(raw, dim=-1) * library
+            logits = raw
         else:
             mu = torch.exp(raw).clamp(*MU_RANGE) * (library / self.library_scale)
         theta = None
         if self.log_theta is not None:
             theta = torch.exp(self.log_theta).clamp(*THETA_RANGE).unsqueeze(0)
         pi_logits = self.pi_head(h) if self.pi_head is not None else None
-        return mu, theta, pi_logits
+        return mu, theta, pi_logits, logits
 
     def forward(
         self,
@@ -295,14 +350,22 @@ class DropoutAENet(nn.Module):
         """
         if mask is None:
             mask = self.training and self.mask_rate > 0
-        masked = None
-        x_in = x
+        masked = keep = None
+        rows, cols = _nonzero(x, nz)
         if mask:
-            masked = self.draw_mask(x, nz)
-            x_in = x.masked_fill(masked, 0.0)
-        z = self.encode(x_in, library)
-        mu, theta, pi_logits = self.decode(z, library)
-        return ForwardOutput(z=z, mu=mu, theta=theta, pi_logits=pi_logits, masked=masked)
+            keep = self._draw_keep(rows)
+            masked = self._mask_from_keep(x, rows * x.shape[1] + cols, keep)
+        h = self.input_dropout(self._normalised_input(x, library, rows, cols, keep))
+        z = self.to_latent(self.encoder(h))
+        mu, theta, pi_logits, logits = self._decode(z, library)
+        return ForwardOutput(
+            z=z,
+            mu=mu,
+            theta=theta,
+            pi_logits=pi_logits,
+            masked=masked,
+            softmax_parts=None if logits is None else (logits, mu),
+        )
 
     def log_likelihood(self, x: torch.Tensor, out: ForwardOutput) -> torch.Tensor:
         """Elementwise log-likelihood of the counts ``x`` under ``out``."""
@@ -336,6 +399,15 @@ class DropoutAENet(nn.Module):
         mu_nz = out.mu.reshape(-1).index_select(0, flat)
         lf_sum = torch.lgamma(xv + 1.0).sum() if log_factorial is None else log_factorial.sum()
         ell_nz = None
+        parts = out.softmax_parts
+        if (
+            self.likelihood == "nb"
+            and parts is not None
+            and parts[1] is out.mu
+            and out.theta is not None
+            and out.theta.shape[0] == 1
+        ):
+            return self._nb_softmax_loss(x, out, parts[0], cols, flat, xv, lf_sum)
         if self.likelihood == "poisson":
             dense = -out.mu.sum()
             ratio = torch.xlogy(xv, mu_nz.clamp_min(torch.finfo(mu_nz.dtype).tiny))
@@ -380,6 +452,41 @@ class DropoutAENet(nn.Module):
             )
             if ell_nz is not None:
                 logp_masked = logp_masked - softplus(ell_nz.index_select(0, sel))
+            masked_sum = -logp_masked.sum()
+        return LossOutput(
+            total=total,
+            nll_observed=total - masked_sum / n_cells,
+            nll_masked=masked_sum / n_masked.clamp_min(1),
+            n_masked=n_masked,
+        )
+
+    def _nb_softmax_loss(
+        self,
+        x: torch.Tensor,
+        out: ForwardOutput,
+        logits: torch.Tensor,
+        cols: torch.Tensor,
+        flat: torch.Tensor,
+        xv: torch.Tensor,
+        lf_sum: torch.Tensor,
+    ) -> LossOutput:
+        """:meth:`loss` for NB with a softmax mean and one θ per gene (analytic gradients)."""
+        theta = out.theta.reshape(-1)
+        n_cells = max(x.shape[0], 1)
+        ll = nb_softmax_loglik(logits, out.mu, theta, x, flat, cols)
+        total = -(ll - lf_sum) / n_cells
+        if out.masked is None:
+            zero = torch.zeros((), dtype=total.dtype, device=total.device)
+            return LossOutput(total=total, nll_observed=total, nll_masked=zero, n_masked=zero)
+        with torch.no_grad():  # a diagnostic on the masked entries only
+            sel = torch.nonzero(out.masked.reshape(-1).index_select(0, flat)).squeeze(1)
+            n_masked = torch.tensor(sel.numel(), dtype=total.dtype, device=total.device)
+            x_m = xv.index_select(0, sel)
+            mu_m = out.mu.reshape(-1).index_select(0, flat.index_select(0, sel))
+            th_m = theta.index_select(0, cols.index_select(0, sel))
+            logp_masked = (
+                nb_log_zero(mu_m, th_m) + nb_log_ratio(x_m, mu_m, th_m) - torch.lgamma(x_m + 1.0)
+            )
             masked_sum = -logp_masked.sum()
         return LossOutput(
             total=total,

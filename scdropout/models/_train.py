@@ -15,7 +15,7 @@ import torch
 from scdropout._logging import logger
 from scdropout._settings import settings
 
-from ._data import CountDataset, batch_loader
+from ._data import BatchLoader, CountDataset, batch_loader
 from ._module import DropoutAENet
 
 
@@ -229,9 +229,7 @@ def train_loop(
     return hist
 
 
-def evaluate(
-    module: DropoutAENet, loader: torch.utils.data.DataLoader, device: torch.device
-) -> float:
+def evaluate(module: DropoutAENet, loader: BatchLoader, device: torch.device) -> float:
     """Return the mean per-cell NLL over ``loader`` in eval mode (no masking, no dropout)."""
     module.eval()
     tot, n = 0.0, 0
