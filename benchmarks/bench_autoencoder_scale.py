@@ -138,7 +138,7 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
         "threads": torch.get_num_threads() if model.device.type == "cpu" else 0,
         "density": density,
         "simulate_s": t_sim,
-        "max_epochs": default_max_epochs(n_cells) if max_epochs is None else max_epochs,
+        "max_epochs": default_max_epochs(n_cells, 128) if max_epochs is None else max_epochs,
         "epochs": hist.n_epochs,
         "best_epoch": hist.best_epoch,
         "stopped_early": hist.stopped_early,

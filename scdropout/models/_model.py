@@ -291,7 +291,9 @@ class DropoutAutoencoder:
         ----------
         max_epochs
             Passes over the training cells; None uses scVI's rule
-            ``min(round(20000 / n_cells · 400), 400)``. Early stopping usually ends runs sooner.
+            ``min(round(20000 / n_cells · 400), 400)``, capped at 25,000 optimizer steps
+            (32 epochs at 100,000 cells; see ``models._train.default_max_epochs``). Early
+            stopping usually ends runs sooner.
         batch_size
             Cells per minibatch.
         lr
@@ -342,7 +344,7 @@ class DropoutAutoencoder:
             msg = "This model has no data to train on; pass `adata` to `DropoutAutoencoder.load`."
             raise ValueError(msg)
         n = self._counts.shape[0]
-        epochs = default_max_epochs(n) if max_epochs is None else int(max_epochs)
+        epochs = default_max_epochs(n, batch_size) if max_epochs is None else int(max_epochs)
         rng = np.random.default_rng(self.seed)
         train_idx, val_idx = split_indices(n, vf, rng)
         generator = torch.Generator()

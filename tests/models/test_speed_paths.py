@@ -130,3 +130,18 @@ def test_batch_loader_order_and_global_rng(small):
     # a trailing batch of one cell is merged into the previous one
     sizes = [b.x.shape[0] for b in batch_loader(ds, np.arange(65), batch_size=32, shuffle=False)]
     assert sizes == [32, 33]
+
+
+def test_default_max_epochs_caps_optimizer_steps():
+    from scdropout.models._train import MAX_STEPS, default_max_epochs
+
+    # scVI's rule where it needs fewer steps than the cap
+    assert default_max_epochs(64) == 400
+    assert default_max_epochs(2100) == 400
+    # above ~8,000 cells the step cap decides: epochs x batches per epoch stays near MAX_STEPS
+    for n, batch in [(10_000, 128), (100_000, 128), (100_000, 256), (1_000_000, 128)]:
+        epochs = default_max_epochs(n, batch)
+        steps = epochs * -(-n // batch)
+        assert MAX_STEPS <= steps < MAX_STEPS + -(-n // batch)
+    assert default_max_epochs(100_000) == 32
+    assert default_max_epochs(100_000) < round(20000 / 100_000 * 400)
