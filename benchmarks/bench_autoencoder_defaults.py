@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import platform
-import re
 import sys
 import time
 import warnings
@@ -30,14 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _results import write_section
 
 import scdropout as sd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_autoencoder import DATASETS, OUT, RESULTS, cluster_scores, load, pca_embedding
+from bench_autoencoder import DATASETS, OUT, cluster_scores, load, pca_embedding
 
-START = "<!-- bench_autoencoder_defaults:start -->"
-END = "<!-- bench_autoencoder_defaults:end -->"
 CSV = OUT / "bench_autoencoder_defaults.csv"
 PCA_CSV = OUT / "bench_autoencoder_defaults_pca.csv"
 SMALL = ["deng", "pollen", "cellbench_celseq2", "cellbench_dropseq"]
@@ -261,18 +259,6 @@ Findings (2026-12-01 session, load average 5-11 on the 2 CPUs, so the screen was
   run on worm_neuron / cbmc_citeseq; n_latent 16 was not better than 32 on deng / pollen."""
 
 
-def write_section(body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{START}\n{body.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = re.sub(
-            re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
@@ -314,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(body)
     if not args.no_write:
-        write_section(body)
+        write_section("bench_autoencoder_defaults", body)
     return 0
 
 

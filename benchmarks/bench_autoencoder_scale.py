@@ -32,6 +32,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from _results import write_section
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
@@ -45,22 +46,6 @@ ROWS = HERE / "_out" / "bench_autoencoder_scale.json"
 SECTION = "bench_autoencoder_scale"
 N_GENES = 2000
 N_GROUPS = 8
-
-
-def write_section(name: str, body: str, path: Path = RESULTS) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def rss_bytes() -> int:

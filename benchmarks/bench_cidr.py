@@ -62,6 +62,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _results import write_section
 from scipy import sparse
 from sklearn.metrics import adjusted_rand_score
 
@@ -78,22 +79,6 @@ NON_INTEGER = {"yan", "usoskin150", "buettner_mesc", "pbmc68k_reduced"}
 # X is log scale; R got expm1(X) (zeisel: log1p of counts; buettner, pbmc68k: log-normalised)
 EXPM1 = {"zeisel", "buettner_mesc", "pbmc68k_reduced"}
 ROUND = {"zeisel"}  # expm1(log1p(counts)) rounded back to integers (matches R's thresholds)
-
-
-def write_section(name: str, body: str, path: Path = RESULTS) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_part(part: str, body: str, path: Path = RESULTS) -> None:

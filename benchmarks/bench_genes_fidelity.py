@@ -28,6 +28,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _results import write_section
 from scipy import optimize, sparse, stats
 
 import scdropout as sd
@@ -50,26 +51,6 @@ MM_KEY = "dropout_genes_mm"
 
 
 # --- RESULTS.md ---------------------------------------------------------------------------------
-
-
-def write_section(name: str, body: str, path: Path = RESULTS) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``.
-
-    Other sections are left as they are; the section is appended if absent and the file created
-    if needed. The file is replaced atomically.
-    """
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:

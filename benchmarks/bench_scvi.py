@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import re
 import sys
 import time
 import warnings
@@ -36,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import write_section
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = REPO / "benchmarks" / "_out"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 CSV = OUT / "bench_scvi.csv"
-START, END = "<!-- bench_scvi:start -->", "<!-- bench_scvi:end -->"
 DATASETS = [
     "deng",
     "pollen",
@@ -270,18 +269,6 @@ def report(ae_tag: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{START}\n{body.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = re.sub(
-            re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S
-        )
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="*", default=DATASETS)
@@ -299,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     body = report(args.ae_tag)
     print(body)
     if not args.no_write:
-        write_section(body)
+        write_section("bench_scvi", body)
     return 0
 
 
