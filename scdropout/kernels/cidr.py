@@ -23,6 +23,7 @@ compare them with the kernels and with outputs of R CIDR in ``shared/reference/c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -900,6 +901,43 @@ def _fill_tile(Xt, data, indices, indptr, rows):
             Xt[indices[k], t] = data[k]
 
 
+def _tile_sums(
+    data: NDArray[np.float64],
+    indices: NDArray[Any],
+    indptr: NDArray[Any],
+    thr: NDArray[np.float64],
+    base: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    w_thr: float,
+    *,
+    step: bool,
+    a: float,
+    b: float,
+    n_genes: int,
+    Xt: NDArray[np.float64] | None,
+) -> Callable[[int, int], NDArray[np.float64]]:
+    """Prepare the tile of cells ``rows``; return ``(j0, j1) -> S`` ((j1 - j0) x tile cells).
+
+    Step mode builds the sparse tile lists of :func:`_dissim_tile_step`; logistic mode fills
+    the dense genes x b scratch block ``Xt`` for :func:`_dissim_tile`. Shared by
+    :func:`dissimilarity` and ``cidr_landmarks.dissimilarity_to_landmarks``.
+    """
+    bsz = rows.size
+    base_t = base[rows]
+    if step:
+        lists = _step_tile_lists(data, indices, indptr, rows, thr, w_thr, n_genes)
+        return lambda j0, j1: _dissim_tile_step(
+            data, indices, indptr, thr, w_thr, *lists, bsz, base_t, j0, j1
+        )
+    Xt[:] = 0.0
+    _fill_tile(Xt, data, indices, indptr, rows)
+    tile = np.ascontiguousarray(Xt[:, :bsz])
+    thr_t = thr[rows]
+    return lambda j0, j1: _dissim_tile(
+        data, indices, indptr, thr, w_thr, step, a, b, tile, thr_t, base_t, j0, j1
+    )
+
+
 @parallel_njit(nogil=True)
 def _finish(S):
     """Mirror the lower triangle, take square roots, zero the diagonal (in place)."""
@@ -1005,32 +1043,22 @@ def dissimilarity(
         starts = tqdm(starts, desc="CIDR dissimilarity", unit="tile")
     for i0 in starts:
         i1 = min(i0 + tile_size, n)
-        bsz = i1 - i0
-        if step:
-            lists = _step_tile_lists(data, indices, indptr, np.arange(i0, i1), thr, w_thr, n_genes)
-            block = _dissim_tile_step(
-                data, indices, indptr, thr, w_thr, *lists, bsz, base[i0:i1], 0, i1
-            )
-            S[i0:i1, :i1] = block.T
-            continue
-        Xt[:] = 0.0
-        _fill_tile(Xt, data, indices, indptr, np.arange(i0, i1))
-        block = _dissim_tile(
+        rows = np.arange(i0, i1)
+        sums = _tile_sums(
             data,
             indices,
             indptr,
             thr,
+            base,
+            rows,
             w_thr,
-            step,
-            a,
-            b,
-            Xt[:, :bsz].copy(),
-            thr[i0:i1],
-            base[i0:i1],
-            0,
-            i1,
+            step=step,
+            a=a,
+            b=b,
+            n_genes=n_genes,
+            Xt=Xt,
         )
-        S[i0:i1, :i1] = block.T
+        S[i0:i1, :i1] = sums(0, i1).T
     _finish(S)
     return S if np.dtype(dtype) == np.float64 else S.astype(dtype)
 

@@ -123,34 +123,23 @@ def dissimilarity_to_landmarks(
     for s in starts:
         rows = lm[s : s + tile_size]
         bsz = rows.size
-        if step:  # sparse tile lists: the same sums bit for bit, without the dense block
-            lists = kc._step_tile_lists(data, indices, indptr, rows, thr, w_thr, n_genes)
-        else:
-            Xt[:] = 0.0
-            kc._fill_tile(Xt, data, indices, indptr, rows)
-            tile = np.ascontiguousarray(Xt[:, :bsz])
+        sums = kc._tile_sums(
+            data,
+            indices,
+            indptr,
+            thr,
+            base,
+            rows,
+            w_thr,
+            step=step,
+            a=a,
+            b=b,
+            n_genes=n_genes,
+            Xt=Xt,
+        )
         for j0 in range(0, n, chunk_size):
             j1 = min(j0 + chunk_size, n)
-            if step:
-                S = kc._dissim_tile_step(
-                    data, indices, indptr, thr, w_thr, *lists, bsz, base[rows], j0, j1
-                )
-            else:
-                S = kc._dissim_tile(
-                    data,
-                    indices,
-                    indptr,
-                    thr,
-                    w_thr,
-                    step,
-                    a,
-                    b,
-                    tile,
-                    thr[rows],
-                    base[rows],
-                    j0,
-                    j1,
-                )
+            S = sums(j0, j1)
             out[j0:j1, s : s + bsz] = np.sqrt(np.maximum(S, 0.0))
     out[lm, np.arange(lm.size)] = 0.0
     return out
