@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -160,6 +160,33 @@ class LossOutput:
     nll_observed: torch.Tensor
     nll_masked: torch.Tensor
     n_masked: torch.Tensor
+
+
+def _loss_output(
+    total: torch.Tensor,
+    n_cells: int,
+    masked: torch.Tensor | None,
+    flat: torch.Tensor,
+    masked_logp: Callable[[torch.Tensor], torch.Tensor],
+) -> LossOutput:
+    """Assemble a :class:`LossOutput` from the total NLL and, with count masking, a diagnostic.
+
+    ``masked_logp(sel)`` gives the log-likelihood of the masked entries, ``sel`` indexing the
+    non-zero entries (``flat``) that were masked; it runs without gradient.
+    """
+    if masked is None:
+        zero = torch.zeros((), dtype=total.dtype, device=total.device)
+        return LossOutput(total=total, nll_observed=total, nll_masked=zero, n_masked=zero)
+    with torch.no_grad():  # a diagnostic on the masked entries: no gradient flows through it
+        sel = torch.nonzero(masked.reshape(-1).index_select(0, flat)).squeeze(1)
+        n_masked = torch.tensor(sel.numel(), dtype=total.dtype, device=total.device)
+        masked_sum = -masked_logp(sel).sum()
+    return LossOutput(
+        total=total,
+        nll_observed=total - masked_sum / n_cells,
+        nll_masked=masked_sum / n_masked.clamp_min(1),
+        n_masked=n_masked,
+    )
 
 
 class DropoutAENet(nn.Module):
@@ -439,26 +466,16 @@ class DropoutAENet(nn.Module):
         # nz_part + (−lgamma(x+1)) is, per non-zero entry, log p(x) minus what `dense` counted
         n_cells = max(x.shape[0], 1)
         total = -(dense + nz_part.sum() - lf_sum) / n_cells
-        if out.masked is None:
-            zero = torch.zeros((), dtype=total.dtype, device=total.device)
-            return LossOutput(total=total, nll_observed=total, nll_masked=zero, n_masked=zero)
-        with torch.no_grad():  # a diagnostic: no gradient flows through it
-            sel = torch.nonzero(out.masked.reshape(-1).index_select(0, flat)).squeeze(1)
-            n_masked = torch.tensor(sel.numel(), dtype=total.dtype, device=total.device)
-            logp_masked = (
+
+        def masked_logp(sel: torch.Tensor) -> torch.Tensor:
+            logp = (
                 log_zero_nz.index_select(0, sel)
                 + ratio.index_select(0, sel)
                 - torch.lgamma(xv.index_select(0, sel) + 1.0)
             )
-            if ell_nz is not None:
-                logp_masked = logp_masked - softplus(ell_nz.index_select(0, sel))
-            masked_sum = -logp_masked.sum()
-        return LossOutput(
-            total=total,
-            nll_observed=total - masked_sum / n_cells,
-            nll_masked=masked_sum / n_masked.clamp_min(1),
-            n_masked=n_masked,
-        )
+            return logp if ell_nz is None else logp - softplus(ell_nz.index_select(0, sel))
+
+        return _loss_output(total, n_cells, out.masked, flat, masked_logp)
 
     def _nb_softmax_loss(
         self,
@@ -475,22 +492,13 @@ class DropoutAENet(nn.Module):
         n_cells = max(x.shape[0], 1)
         ll = nb_softmax_loglik(logits, out.mu, theta, x, flat, cols)
         total = -(ll - lf_sum) / n_cells
-        if out.masked is None:
-            zero = torch.zeros((), dtype=total.dtype, device=total.device)
-            return LossOutput(total=total, nll_observed=total, nll_masked=zero, n_masked=zero)
-        with torch.no_grad():  # a diagnostic on the masked entries only
-            sel = torch.nonzero(out.masked.reshape(-1).index_select(0, flat)).squeeze(1)
-            n_masked = torch.tensor(sel.numel(), dtype=total.dtype, device=total.device)
+
+        def masked_logp(sel: torch.Tensor) -> torch.Tensor:
             x_m = xv.index_select(0, sel)
             mu_m = out.mu.reshape(-1).index_select(0, flat.index_select(0, sel))
             th_m = theta.index_select(0, cols.index_select(0, sel))
-            logp_masked = (
+            return (
                 nb_log_zero(mu_m, th_m) + nb_log_ratio(x_m, mu_m, th_m) - torch.lgamma(x_m + 1.0)
             )
-            masked_sum = -logp_masked.sum()
-        return LossOutput(
-            total=total,
-            nll_observed=total - masked_sum / n_cells,
-            nll_masked=masked_sum / n_masked.clamp_min(1),
-            n_masked=n_masked,
-        )
+
+        return _loss_output(total, n_cells, out.masked, flat, masked_logp)
