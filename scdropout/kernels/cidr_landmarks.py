@@ -275,18 +275,13 @@ def nearest_landmark(Y: Any, landmarks: Any, *, chunk_size: int = 8192) -> NDArr
     """
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     lm = np.asarray(landmarks, dtype=np.int64)
-    Yl = Y[lm]
-    nl = np.einsum("ij,ij->i", Yl, Yl)
-    out = np.empty(Y.shape[0], dtype=np.int64)
-    for s in range(0, Y.shape[0], chunk_size):
-        Yc = Y[s : s + chunk_size]
-        d2 = nl[None, :] - 2.0 * (Yc @ Yl.T)
-        out[s : s + chunk_size] = np.argmin(d2, axis=1)
+    out = _nearest_centre(Y, Y[lm], chunk_size)
     out[lm] = np.arange(lm.size)
     return out
 
 
 def _nearest_centre(Y: NDArray[np.float64], C: NDArray[np.float64], chunk_size: int) -> Any:
+    """Index of the nearest row of ``C`` for each row of ``Y`` (squared Euclidean, chunked)."""
     nc = np.einsum("ij,ij->i", C, C)
     out = np.empty(Y.shape[0], dtype=np.int64)
     for s in range(0, Y.shape[0], chunk_size):
