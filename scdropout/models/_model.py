@@ -59,7 +59,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise TypeError(msg)
     if dev.type == "cuda" and not torch.cuda.is_available():
         msg = (
-            f"`device={device!r}` asks for CUDA, which is not available here; use 'auto' or 'cpu'."
+            f"`device={device!r}` asks for CUDA, but CUDA is not available here; use 'auto' or "
+            "'cpu'."
         )
         raise ValueError(msg)
     return dev

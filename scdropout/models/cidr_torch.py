@@ -55,6 +55,8 @@ from scdropout._compat import CSRBase, SparseBase
 from scdropout._utils import check_memory
 from scdropout.kernels import cidr as kc
 
+from ._model import resolve_device
+
 __all__ = ["dissimilarity_torch", "pcoa_torch", "resolve_torch_device"]
 
 #: pairs with S_ij below this fraction of ‖x_i‖² + ‖x_j‖² are recomputed directly
@@ -68,7 +70,10 @@ _REFINE_BATCH = 256
 
 
 def resolve_torch_device(device: Any) -> torch.device:
-    """Return a :class:`torch.device`; ``"auto"`` is CUDA when available, else CPU.
+    """Return a :class:`torch.device` for CIDR's float64 products: CPU or CUDA.
+
+    :func:`scdropout.models._model.resolve_device` (``"auto"``: ``settings.device``, else CUDA
+    when available, else CPU), limited to CPU and CUDA (MPS has no float64).
 
     Parameters
     ----------
@@ -85,18 +90,9 @@ def resolve_torch_device(device: Any) -> torch.device:
     ValueError
         If the name is not a device, or CUDA is requested but not available.
     """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        msg = f"`device={device!r}` is not valid; choose 'auto', 'cpu' or 'cuda[:N]'."
-        raise ValueError(msg) from err
+    dev = resolve_device(device)
     if dev.type not in ("cpu", "cuda"):
         msg = f"`device={device!r}` is not supported; choose 'auto', 'cpu' or 'cuda[:N]'."
-        raise ValueError(msg)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        msg = f"`device={device!r}` but CUDA is not available; use `device='cpu'`."
         raise ValueError(msg)
     return dev
 
