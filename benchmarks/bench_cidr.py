@@ -364,7 +364,7 @@ def run_genes_restriction(name: str, shared: Path, n_tops: list[int]) -> list[di
                 "dataset": name,
                 "cells": a.n_obs,
                 "genes": "all" if n_top is None else f"top {n_top}",
-                "genes used": u.get("n_genes_used", a.n_vars if n_top is None else n_top),
+                "genes used": u["n_genes_used"],
                 "seconds": seconds,
                 "dissim s": u["timings"]["dissimilarity"],
                 "nPC": u["n_pcs"],
