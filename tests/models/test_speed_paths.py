@@ -137,11 +137,12 @@ def test_default_max_epochs_caps_optimizer_steps():
 
     # scVI's rule where it needs fewer steps than the cap
     assert default_max_epochs(64) == 400
-    assert default_max_epochs(2100) == 400
-    # above ~8,000 cells the step cap decides: epochs x batches per epoch stays near MAX_STEPS
+    assert default_max_epochs(1000) == 400
+    assert default_max_epochs(2100) == 236  # 17 batches per epoch
+    # above ~1,300 cells the step cap decides: epochs x batches per epoch stays near MAX_STEPS
     for n, batch in [(10_000, 128), (100_000, 128), (100_000, 256), (1_000_000, 128)]:
         epochs = default_max_epochs(n, batch)
         steps = epochs * -(-n // batch)
         assert MAX_STEPS <= steps < MAX_STEPS + -(-n // batch)
-    assert default_max_epochs(100_000) == 32
+    assert default_max_epochs(100_000) == 6
     assert default_max_epochs(100_000) < round(20000 / 100_000 * 400)
