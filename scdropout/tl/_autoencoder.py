@@ -140,16 +140,17 @@ def autoencoder(
         Also store the denoised expected counts (a dense cells × genes float32 layer; its size
         is checked against ``settings.max_memory_gb`` first).
     shrink
-        With ``impute``: shrink each gene's imputed mean towards a constant share of the
-        cell's library, ``w_g · μ + b_g · L``, with a weight ``w_g`` fitted after training on
-        held-out entries of the validation cells and set to 0 unless the model predicts them
-        better than the constant (a likelihood-ratio test, family-wise 5% over genes; see
-        :meth:`scdropout.models.DropoutAutoencoder.get_imputed`). This guards against false
-        gene-gene correlation created by imputation (Andrews & Hemberg 2018): on counts
-        permuted within each gene, the unshrunk means made 49-82% of the pairs of abundant
-        genes significantly correlated, the shrunk ones none (benchmarks/RESULTS.md). It
-        costs held-out accuracy on small data sets (same file). False stores the model's own
-        means.
+        With ``impute``: the default imputation of
+        :meth:`scdropout.models.DropoutAutoencoder.get_imputed`. Each gene's value stacks the
+        model's mean with averages over the cell's 15 nearest neighbours in the latent space
+        (of the model's means and of the observed counts), and a per-gene gate ``w_g`` (0 or
+        1), fitted after training on held-out entries of the validation cells, replaces it by
+        a constant share of the cell's library unless the stack predicts those entries better
+        (an empirical-Bayes rule on the held-out NB log-likelihood gain). This guards against
+        false gene-gene correlation created by imputation (Andrews & Hemberg 2018): on counts
+        permuted within each gene the unshrunk means made 49-82% of the pairs of abundant
+        genes significantly correlated, the gated ones none (benchmarks/RESULTS.md). False
+        stores the model's own means.
     mc_samples
         With ``impute``: number of Monte-Carlo-dropout passes for the imputed mean and its
         per-entry standard deviation; 0 stores the deterministic mean and no sd.
@@ -188,8 +189,8 @@ def autoencoder(
         ``"train_loss"``, ``"val_loss"`` and ``"train_nll_masked"`` arrays: mean per-cell NLL,
         per-entry NLL of the masked counts), ``"n_epochs"``, ``"best_epoch"``,
         ``"stopped_early"``, ``"device"``, ``"n_genes"``, ``"shrinkage_weights"`` (float64,
-        one per modelled gene: the held-out weights ``w_g`` of the model's mean used by
-        ``shrink``; 0 means the gene's imputation is a constant share of the library) and,
+        one per modelled gene: the held-out gate ``w_g`` used by ``shrink``; 1 keeps the
+        stacked prediction, 0 makes the gene's imputation a constant share of the library) and,
         when ``genes`` is given, ``"genes"`` (the modelled gene names).
 
     Raises

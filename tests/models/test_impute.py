@@ -71,30 +71,85 @@ def test_permuted_counts_get_zero_weights_and_no_false_pairs(planted, models):
     assert shrunk <= 0.05 * raw
 
 
-def test_planted_markers_keep_the_model_mean(planted, models):
+def test_planted_markers_keep_the_stacked_prediction(planted, models):
     real, _ = planted
     model, _ = models
     w = model.shrinkage_
+    s = model.shrinkage
     marker = real.var["marker_of"].astype(str).to_numpy() != ""
-    assert ((w >= 0) & (w <= 1)).all()
-    assert (w[marker] > 0).sum() >= 10
-    assert (w[marker] > 0).mean() > (w[~marker] > 0).mean() + 0.3
-    assert w[marker].max() >= 0.8
+    assert set(np.unique(w)) <= {0.0, 1.0}
+    assert s.n_neighbors == 15
+    # every planted marker beats the constant share on held-out entries and keeps its weight
+    assert (w[marker] == 1).all()
+    assert (s.gain[marker] > 0).mean() >= 0.8
+    assert np.median(s.gain[marker]) > np.median(s.gain[~marker])
+    # the empirical-Bayes gate: kept exactly where gain + 20 x mean gain > 0
+    np.testing.assert_array_equal(w == 1, s.gain + 20 * s.gain.mean() > 0)
+    # a kept gene has no null part
+    np.testing.assert_array_equal(s.baseline[w == 1], 0.0)
 
 
-def test_shrunk_mean_is_the_documented_mixture(models):
+def _reference_smooth(z, mu, counts, lib, k):
+    """(M + S) / L by brute force: mean shares of the k nearest latent neighbours (self excluded)."""
+    z = z.astype(np.float64)
+    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return (mu / lib[:, None])[idx].mean(1) + (counts / lib[:, None])[idx].mean(1)
+
+
+def test_shrunk_mean_is_the_documented_stack(planted, models):
+    real, _ = planted
     model, _ = models
     raw = model.get_imputed(shrink=False).astype(np.float64)
     lib = model._library.astype(np.float64)
+    counts = real.X.toarray().astype(np.float64)
     s = model.shrinkage
-    expected = s.weights * raw + s.baseline * lib[:, None]
-    np.testing.assert_allclose(model.get_imputed(), expected, rtol=1e-5, atol=1e-6)
-    # MC passes are shrunk one by one: the MC sd scales by w (same seeded dropout masks)
+    smooth = _reference_smooth(model.get_latent(), raw, counts, lib, s.n_neighbors)
+    expected = s.weights * (raw + smooth * lib[:, None]) / 3 + s.baseline * lib[:, None]
+    np.testing.assert_allclose(model.get_imputed(), expected, rtol=1e-4, atol=1e-5)
+    # MC passes vary the model's mean only: the MC sd scales by w / 3 (same seeded masks)
     _, sd_raw = model.get_imputed(mc_samples=4, shrink=False)
     _, sd_shrunk = model.get_imputed(mc_samples=4)
-    np.testing.assert_allclose(sd_shrunk, s.weights * sd_raw, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sd_shrunk, s.weights / 3 * sd_raw, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="shrink"):
         model.get_imputed(shrink="yes")
+
+
+def test_stack_smooths_within_the_imputed_cells(planted, models):
+    real, _ = planted
+    model, _ = models
+    # imputing a subset uses neighbours within that subset; permuting cells permutes the rows
+    sub = real[::2].copy()
+    order = np.random.default_rng(1).permutation(sub.n_obs)
+    a = model.get_imputed(sub)
+    b = model.get_imputed(sub[order].copy())
+    np.testing.assert_allclose(b, a[order], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a, model.get_imputed()[::2], rtol=1e-3)
+    # a single cell has no neighbours: the stack is the model's own mean, gated
+    one = real[:1].copy()
+    s = model.shrinkage
+    lib = float(one.X.sum())
+    expected = s.weights * model.get_imputed(one, shrink=False) + s.baseline * lib
+    np.testing.assert_allclose(model.get_imputed(one), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_neighbor_helpers_match_brute_force():
+    from scdropout.models._impute import latent_neighbors, neighbor_shares
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 3)).astype(np.float32)
+    counts = rng.poisson(2.0, size=(40, 7)).astype(np.float32) + 1
+    lib = counts.sum(1)
+    mu = rng.gamma(2.0, size=(40, 7)).astype(np.float32)
+    idx = latent_neighbors(torch.from_numpy(z), torch.from_numpy(z), 5, torch.arange(40)).numpy()
+    assert not (idx == np.arange(40)[:, None]).any()
+    d = ((z[:, None].astype(np.float64) - z[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(np.sort(idx, 1), np.sort(np.argsort(d, 1)[:, :5], 1))
+    ref = _reference_smooth(z, mu, counts, lib, 5)
+    for X in (counts, sparse.csr_matrix(counts)):
+        np.testing.assert_allclose(neighbor_shares(z, mu, X, lib, 5), ref, rtol=1e-5)
 
 
 def test_shrinkage_is_seeded(planted, models):
@@ -113,9 +168,19 @@ def test_save_load_keeps_the_weights(planted, models, tmp_path):
     np.testing.assert_array_equal(loaded.shrinkage_, model.shrinkage_)
     np.testing.assert_array_equal(loaded.shrinkage.baseline, model.shrinkage.baseline)
     np.testing.assert_array_equal(loaded.get_imputed(), model.get_imputed())
-    # a model saved before shrinkage existed: unshrunk means, with a warning
+    assert loaded.shrinkage.n_neighbors == model.shrinkage.n_neighbors
+    # a model saved before stacking existed: its weights apply to the model's mean alone
     cfg = tmp_path / "m" / "config.json"
     config = json.loads(cfg.read_text())
+    del config["shrinkage"]["n_neighbors"]
+    cfg.write_text(json.dumps(config))
+    old = DropoutAutoencoder.load(tmp_path / "m", real, device="cpu")
+    s = old.shrinkage
+    assert s.n_neighbors == 0
+    lib = old._library.astype(np.float64)[:, None]
+    expected = s.weights * model.get_imputed(shrink=False) + s.baseline * lib
+    np.testing.assert_allclose(old.get_imputed(), expected, rtol=1e-5, atol=1e-6)
+    # a model saved before shrinkage existed: unshrunk means, with a warning
     del config["shrinkage"]
     cfg.write_text(json.dumps(config))
     old = DropoutAutoencoder.load(tmp_path / "m", real, device="cpu")
