@@ -17,7 +17,7 @@ from scdropout._settings import settings
 from scdropout._utils import check_adata, check_choice, check_memory, check_positive_int, warn
 
 from ._data import CountDataset, GeneSpec, Registry, align, batch_loader, input_moments, register
-from ._impute import Shrinkage, fit_shrinkage, neighbor_shares, shrink_mean
+from ._impute import ESTIMATES, Shrinkage, fit_shrinkage, neighbor_shares, shrink_mean
 from ._module import DROPOUT_KINDS, DROPOUT_MODULES, LIKELIHOODS, DropoutAENet
 from ._seed import seed_from, seeded
 from ._train import History, cpu_threads, default_max_epochs, split_indices, train_loop
@@ -396,11 +396,15 @@ class DropoutAutoencoder:
         n_kept = int((self.shrinkage.weights > 0).sum())
         logger.info(
             "imputation gate fitted on %d held-out cells: %d of %d genes keep the stacked "
-            "prediction (mean held-out gain %.3g)",
+            "prediction (mean held-out gain %.3g); point estimate %s (held-out median "
+            "absolute error arithmetic %.4g, geometric %.4g)",
             self.shrinkage.n_cells,
             n_kept,
             self.registry.n_vars,
             float(np.mean(self.shrinkage.gain)),
+            self.shrinkage.estimate,
+            self.shrinkage.selection["arithmetic"][0],
+            self.shrinkage.selection["geometric"][0],
         )
         logger.info(
             "trained %d epochs (best %d), final train loss %.4g",
@@ -435,14 +439,28 @@ class DropoutAutoencoder:
         *,
         predictive: bool = False,
         shrink: bool = False,
+        estimate: str = "auto",
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         check_positive_int(mc_samples, name="mc_samples", minimum=0)
         for name, value in [("predictive", predictive), ("shrink", shrink)]:
             if not isinstance(value, bool | np.bool_):
                 msg = f"`{name}` must be True or False, got {value!r}."
                 raise TypeError(msg)
+        check_choice(estimate, name="estimate", choices=("auto", *ESTIMATES))
         counts, library = self._data_for(adata)
         shrink_w = shrink_p = None
+        geometric = False
+        if shrink and what == "mean" and self.shrinkage is not None:
+            chosen = self.shrinkage.estimate if estimate == "auto" else estimate
+            geometric = chosen == "geometric"
+            if geometric and (
+                self.shrinkage.geo_baseline is None or not self.shrinkage.n_neighbors
+            ):
+                msg = (
+                    "This model was saved before the geometric estimate existed; train it "
+                    "again, or pass `estimate='arithmetic'` (or 'auto')."
+                )
+                raise ValueError(msg)
         if shrink and what == "mean":
             if self.shrinkage is None:
                 if self.is_trained:
@@ -453,7 +471,8 @@ class DropoutAutoencoder:
                     )
             else:
                 shrink_w = torch.as_tensor(self.shrinkage.weights, dtype=torch.float32)
-                shrink_p = torch.as_tensor(self.shrinkage.baseline, dtype=torch.float32)
+                base = self.shrinkage.geo_baseline if geometric else self.shrinkage.baseline
+                shrink_p = torch.as_tensor(base, dtype=torch.float32)
         n = counts.shape[0]
         width = self.module.to_latent.out_features if what == "latent" else self.registry.n_vars
         n_out = 2 if mc_samples or predictive else 1
@@ -476,6 +495,7 @@ class DropoutAutoencoder:
                     counts,
                     library,
                     self.shrinkage.n_neighbors,  # type: ignore[union-attr]
+                    geometric=geometric,
                 )
             del mu0
         mean = np.empty((n, width), dtype=np.float32)
@@ -495,7 +515,8 @@ class DropoutAutoencoder:
             sm = None
             if smooth is not None:
                 sm = torch.from_numpy(smooth[start : start + x.shape[0]]).to(out.mu.device)
-            return dataclasses.replace(out, mu=shrink_mean(out.mu, lib, shrink_w, shrink_p, sm))
+            mu = shrink_mean(out.mu, lib, shrink_w, shrink_p, sm, geometric=geometric)
+            return dataclasses.replace(out, mu=mu)
 
         start = 0
         try:
@@ -577,10 +598,13 @@ class DropoutAutoencoder:
         mc_samples: int = 0,
         predictive: bool = False,
         shrink: bool = True,
+        estimate: Literal["auto", "arithmetic", "geometric"] = "auto",
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Return denoised expected counts μ (cells × modelled genes, float32, library-size scaled).
+        """Return denoised counts (cells × modelled genes, float32, library-size scaled).
 
-        The result is dense; its size is checked against ``settings.max_memory_gb`` first.
+        These are expected counts (means), or typical counts with the geometric estimate
+        (see ``estimate``). The result is dense; its size is checked against
+        ``settings.max_memory_gb`` first.
 
         By default (``shrink=True``) the imputation stacks three estimators of each mean and
         gates it per gene against a null model without cell-to-cell signal:
@@ -609,12 +633,21 @@ class DropoutAutoencoder:
         genes, while on permuted data the stacked prediction is worse than the null for the
         average gene, so every ``w_g`` is 0 and no pair is significant
         (benchmarks/RESULTS.md). A gene with ``w_g = 0`` is imputed as ``p̄_g · L_c``, which
-        carries no signal beyond library size. The result estimates the mean count (not its
-        median, nor the count given detection); the imputed values of a cell no longer sum
-        to its library size. On the held-out benchmark (benchmarks/RESULTS.md) it beats
-        kNN smoothing on PCA on the UMI data sets; on the read-count plate sets (deng,
-        pollen) median absolute errors of means stay above those of kNN smoothing and of
-        no imputation.
+        carries no signal beyond library size.
+
+        The point estimate (``estimate``) is chosen once per data set, after training, on the
+        same fold-hidden validation entries: ``"arithmetic"`` is the stack above, an estimate
+        of the mean count; ``"geometric"`` replaces the stack by
+        ``G_cg = L_c · expm1(mean_j log1p(x_jg / L_j · 10⁴)) / 10⁴`` (the same neighbours j,
+        their counts averaged in log space) and ``p̄_g`` by the log-space average share of
+        the gene over all cells. The geometric estimate is a typical value, not the mean: for
+        skewed counts it lies below the mean, closer to most counts. ``"auto"`` takes the one
+        whose gated predictions of the hidden non-zero counts have the smaller median
+        absolute error (recorded in ``self.shrinkage.estimate`` and ``.selection``). Read
+        counts from plates, where a few very large counts inflate the mean, get the geometric
+        one; UMI counts the arithmetic one. Neither estimate is the count given detection;
+        the imputed values of a cell no longer sum to its library size. Held-out figures per
+        data set are in benchmarks/RESULTS.md.
 
         Parameters
         ----------
@@ -633,12 +666,18 @@ class DropoutAutoencoder:
             ``mc_samples=0`` too (sampling variance only). With ``shrink``, every MC pass varies
             only the model's mean μ of the stack (the neighbour averages come from the
             deterministic pass), so the MC sd is ``w_g / 3`` times the unshrunk one, and the
-            sampling variance is that of the stacked mean.
+            sampling variance is that of the stacked mean. The geometric estimate does not
+            use μ at all (the network enters through the latent neighbours and the gate), so
+            its MC sd is 0 and its predictive sd the sampling sd at the estimate.
         shrink
             Return the gated stack above. False returns the model's own means μ (these
             create false gene-gene correlation; use them only with a reason). A model without
             weights (saved by an older version) returns unshrunk means with a warning; one
             saved before stacking existed returns ``w_g · μ + b_g · L`` with its weights.
+        estimate
+            ``"auto"`` (the one chosen on held-out entries, see above), ``"arithmetic"`` or
+            ``"geometric"``. Used with ``shrink`` only. Models saved before the choice existed
+            use ``"arithmetic"`` under ``"auto"`` and cannot give ``"geometric"``.
 
         Returns
         -------
@@ -649,9 +688,12 @@ class DropoutAutoencoder:
         MemoryError
             The dense output would exceed ``settings.max_memory_gb``.
         ValueError
-            ``adata`` lacks some of the model's genes, or its counts are invalid.
+            ``adata`` lacks some of the model's genes, or its counts are invalid; ``estimate``
+            is unknown, or ``"geometric"`` for a model saved before it existed.
         """
-        return self._run(adata, mc_samples, "mean", predictive=predictive, shrink=shrink)
+        return self._run(
+            adata, mc_samples, "mean", predictive=predictive, shrink=shrink, estimate=estimate
+        )
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:

@@ -70,6 +70,7 @@ def autoencoder(
     device: str | torch.device = "auto",
     impute: bool = False,
     shrink: bool = True,
+    estimate: Literal["auto", "arithmetic", "geometric"] = "auto",
     mc_samples: int = 0,
     predictive_sd: bool = False,
     random_state: int | np.random.Generator | None = 0,
@@ -151,6 +152,13 @@ def autoencoder(
         permuted within each gene the unshrunk means made 49-82% of the pairs of abundant
         genes significantly correlated, the gated ones none (benchmarks/RESULTS.md). False
         stores the model's own means.
+    estimate
+        With ``impute`` and ``shrink``: the point estimate of kept genes. ``"auto"`` uses the
+        one the model chose after training by held-out median absolute error on non-zero
+        validation entries: ``"arithmetic"`` (the stack above; an expected count) or
+        ``"geometric"`` (latent-neighbour counts averaged in log space; a typical count, below
+        the mean for skewed counts such as plate read counts). See
+        :meth:`scdropout.models.DropoutAutoencoder.get_imputed`.
     mc_samples
         With ``impute``: number of Monte-Carlo-dropout passes for the imputed mean and its
         per-entry standard deviation; 0 stores the deterministic mean and no sd.
@@ -190,7 +198,9 @@ def autoencoder(
         per-entry NLL of the masked counts), ``"n_epochs"``, ``"best_epoch"``,
         ``"stopped_early"``, ``"device"``, ``"n_genes"``, ``"shrinkage_weights"`` (float64,
         one per modelled gene: the held-out gate ``w_g`` used by ``shrink``; 1 keeps the
-        stacked prediction, 0 makes the gene's imputation a constant share of the library) and,
+        stacked prediction, 0 makes the gene's imputation a constant share of the library),
+        ``"estimate"`` (the point estimate the model chose after training, used by
+        ``estimate="auto"``) and,
         when ``genes`` is given, ``"genes"`` (the modelled gene names).
 
     Raises
@@ -236,6 +246,7 @@ def autoencoder(
     check_positive_int(max_epochs, name="max_epochs", allow_none=True)
     check_positive_int(batch_size, name="batch_size", minimum=2)
     check_positive_int(mc_samples, name="mc_samples", minimum=0)
+    check_choice(estimate, name="estimate", choices=("auto", "arithmetic", "geometric"))
     if mc_samples and not impute:
         msg = f"`mc_samples={mc_samples!r}` needs `impute=True` (it sets the imputed sd)."
         raise ValueError(msg)
@@ -292,7 +303,10 @@ def autoencoder(
     layers: dict[str, np.ndarray] = {}
     if impute:
         res = model.get_imputed(
-            mc_samples=mc_samples, predictive=bool(predictive_sd), shrink=bool(shrink)
+            mc_samples=mc_samples,
+            predictive=bool(predictive_sd),
+            shrink=bool(shrink),
+            estimate=estimate,
         )
         mean, sd = res if (mc_samples or predictive_sd) else (res, None)
         subset = len(names) != adata.n_vars or list(adata.var_names) != names
@@ -323,6 +337,7 @@ def autoencoder(
             "device": str(device),
             "impute": bool(impute),
             "shrink": bool(shrink),
+            "estimate": estimate,
             "mc_samples": int(mc_samples),
             "predictive_sd": bool(predictive_sd),
             "random_state": seed_repr(random_state),
@@ -341,6 +356,7 @@ def autoencoder(
         "device": str(model.device),
         "n_genes": len(names),
         "shrinkage_weights": np.asarray(model.shrinkage_, dtype=np.float64),
+        "estimate": model.shrinkage.estimate,
     }
     if genes is not None:
         uns["genes"] = np.asarray(names, dtype=object)

@@ -98,6 +98,15 @@ def _reference_smooth(z, mu, counts, lib, k):
     return (mu / lib[:, None])[idx].mean(1) + (counts / lib[:, None])[idx].mean(1)
 
 
+def _reference_geometric(z, counts, lib, k):
+    """G / L by brute force: log-space mean of the k nearest neighbours' shares (self excluded)."""
+    z = z.astype(np.float64)
+    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.expm1(np.log1p(counts / lib[:, None] * 1e4)[idx].mean(1)) / 1e4
+
+
 def test_shrunk_mean_is_the_documented_stack(planted, models):
     real, _ = planted
     model, _ = models
@@ -107,10 +116,11 @@ def test_shrunk_mean_is_the_documented_stack(planted, models):
     s = model.shrinkage
     smooth = _reference_smooth(model.get_latent(), raw, counts, lib, s.n_neighbors)
     expected = s.weights * (raw + smooth * lib[:, None]) / 3 + s.baseline * lib[:, None]
-    np.testing.assert_allclose(model.get_imputed(), expected, rtol=1e-4, atol=1e-5)
+    arith = model.get_imputed(estimate="arithmetic")
+    np.testing.assert_allclose(arith, expected, rtol=1e-4, atol=1e-5)
     # MC passes vary the model's mean only: the MC sd scales by w / 3 (same seeded masks)
     _, sd_raw = model.get_imputed(mc_samples=4, shrink=False)
-    _, sd_shrunk = model.get_imputed(mc_samples=4)
+    _, sd_shrunk = model.get_imputed(mc_samples=4, estimate="arithmetic")
     np.testing.assert_allclose(sd_shrunk, s.weights / 3 * sd_raw, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="shrink"):
         model.get_imputed(shrink="yes")
@@ -131,7 +141,11 @@ def test_stack_smooths_within_the_imputed_cells(planted, models):
     s = model.shrinkage
     lib = float(one.X.sum())
     expected = s.weights * model.get_imputed(one, shrink=False) + s.baseline * lib
-    np.testing.assert_allclose(model.get_imputed(one), expected, rtol=1e-5, atol=1e-6)
+    got = model.get_imputed(one, estimate="arithmetic")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    expected = s.weights * model.get_imputed(one, shrink=False) + s.geo_baseline * lib
+    got = model.get_imputed(one, estimate="geometric")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_neighbor_helpers_match_brute_force():
@@ -148,8 +162,11 @@ def test_neighbor_helpers_match_brute_force():
     np.fill_diagonal(d, np.inf)
     np.testing.assert_array_equal(np.sort(idx, 1), np.sort(np.argsort(d, 1)[:, :5], 1))
     ref = _reference_smooth(z, mu, counts, lib, 5)
+    geo = _reference_geometric(z, counts, lib, 5)
     for X in (counts, sparse.csr_matrix(counts)):
         np.testing.assert_allclose(neighbor_shares(z, mu, X, lib, 5), ref, rtol=1e-5)
+        got = neighbor_shares(z, mu, X, lib, 5, geometric=True)
+        np.testing.assert_allclose(got, geo, rtol=1e-4)
 
 
 def test_shrinkage_is_seeded(planted, models):
@@ -169,9 +186,26 @@ def test_save_load_keeps_the_weights(planted, models, tmp_path):
     np.testing.assert_array_equal(loaded.shrinkage.baseline, model.shrinkage.baseline)
     np.testing.assert_array_equal(loaded.get_imputed(), model.get_imputed())
     assert loaded.shrinkage.n_neighbors == model.shrinkage.n_neighbors
-    # a model saved before stacking existed: its weights apply to the model's mean alone
+    assert loaded.shrinkage.estimate == model.shrinkage.estimate
+    assert loaded.shrinkage.selection == model.shrinkage.selection
+    np.testing.assert_array_equal(loaded.shrinkage.geo_baseline, model.shrinkage.geo_baseline)
+    for est in ("arithmetic", "geometric"):
+        got = loaded.get_imputed(estimate=est)
+        np.testing.assert_array_equal(got, model.get_imputed(estimate=est))
     cfg = tmp_path / "m" / "config.json"
     config = json.loads(cfg.read_text())
+    # a model saved before the choice of estimate: arithmetic, and no geometric estimate
+    for key in ("estimate", "geo_baseline", "selection"):
+        del config["shrinkage"][key]
+    cfg.write_text(json.dumps(config))
+    old = DropoutAutoencoder.load(tmp_path / "m", real, device="cpu")
+    assert old.shrinkage.estimate == "arithmetic"
+    assert old.shrinkage.geo_baseline is None
+    assert old.shrinkage.selection == {}
+    np.testing.assert_array_equal(old.get_imputed(), model.get_imputed(estimate="arithmetic"))
+    with pytest.raises(ValueError, match="before the geometric estimate"):
+        old.get_imputed(estimate="geometric")
+    # a model saved before stacking existed: its weights apply to the model's mean alone
     del config["shrinkage"]["n_neighbors"]
     cfg.write_text(json.dumps(config))
     old = DropoutAutoencoder.load(tmp_path / "m", real, device="cpu")
@@ -188,3 +222,77 @@ def test_save_load_keeps_the_weights(planted, models, tmp_path):
     with pytest.warns(UserWarning, match="no shrinkage weights"):
         mu = old.get_imputed()
     np.testing.assert_array_equal(mu, model.get_imputed(shrink=False))
+
+
+def test_geometric_estimate_is_the_documented_log_space_average(planted, models):
+    real, _ = planted
+    model, _ = models
+    s = model.shrinkage
+    lib = model._library.astype(np.float64)
+    counts = real.X.toarray().astype(np.float64)
+    G = _reference_geometric(model.get_latent(), counts, lib, s.n_neighbors)
+    share = np.expm1(np.log1p(counts / lib[:, None] * 1e4).mean(0)) / 1e4
+    np.testing.assert_allclose(s.geo_baseline, (1 - s.weights) * share, rtol=1e-5)
+    expected = (s.weights * G + s.geo_baseline) * lib[:, None]
+    geo = model.get_imputed(estimate="geometric")
+    np.testing.assert_allclose(geo, expected, rtol=1e-4, atol=1e-5)
+    # a typical value: below the arithmetic neighbour mean of the counts (Jensen)
+    arith_counts = (counts / lib[:, None])[_neighbors(model.get_latent(), s.n_neighbors)].mean(1)
+    assert (arith_counts * (1 + 1e-6) >= G).all()
+    # the network's mean is not used: MC dropout passes do not move it
+    _, sd_geo = model.get_imputed(mc_samples=3, estimate="geometric")
+    np.testing.assert_allclose(sd_geo, 0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="estimate"):
+        model.get_imputed(estimate="median")
+
+
+def _neighbors(z, k):
+    z = z.astype(np.float64)
+    d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def test_auto_estimate_is_the_held_out_choice(models):
+    model, _ = models
+    s = model.shrinkage
+    assert set(s.selection) == {"arithmetic", "geometric"}
+    mae = {k: v[0] for k, v in s.selection.items()}
+    assert all(v >= 0 for v in mae.values())
+    assert all(-1 <= v[1] <= 1 for v in s.selection.values())
+    assert s.estimate == ("geometric" if mae["geometric"] < mae["arithmetic"] else "arithmetic")
+    np.testing.assert_array_equal(model.get_imputed(), model.get_imputed(estimate=s.estimate))
+
+
+def test_heavy_tailed_counts_choose_the_geometric_estimate(planted):
+    """Heavy-tailed counts (read-like) choose the geometric estimate; Poisson counts do not."""
+    real, _ = planted
+    X = real.X.toarray().astype(np.float64)
+    rng = np.random.default_rng(5)
+    heavy = np.round(X * rng.lognormal(0.0, 1.5, size=X.shape))
+    a = ad.AnnData(sparse.csr_matrix(heavy.astype(np.float32)), var=real.var.copy())
+    a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+    s = _train(a).shrinkage
+    assert s.estimate == "geometric"
+    assert s.selection["geometric"][0] < 0.8 * s.selection["arithmetic"][0]
+    # Poisson counts around 3 group means: the mean is the typical value, arithmetic wins
+    groups = rng.integers(0, 3, 300)
+    means = rng.gamma(2.0, 1.0, size=(3, 60)) * 3
+    lib = rng.uniform(0.7, 1.3, 300)
+    X = rng.poisson(means[groups] * lib[:, None]).astype(np.float32)
+    s = _train(ad.AnnData(sparse.csr_matrix(X))).shrinkage
+    assert s.estimate == "arithmetic"
+    assert s.selection["arithmetic"][0] < s.selection["geometric"][0]
+
+
+def test_point_errors_use_the_non_zero_entries():
+    from scdropout.models._impute import _point_errors
+
+    x = np.array([[0.0, 1.0, 3.0], [7.0, 0.0, 2.0]])
+    pred = np.array([[100.0, 2.0, 3.0], [3.0, 100.0, 2.0]])
+    mae, r = _point_errors(x, pred)
+    assert mae == 0.5  # |1-2|, |3-3|, |7-3|, |2-2| -> median 0.5; zeros ignored
+    np.testing.assert_allclose(
+        r, np.corrcoef(np.log1p([1, 3, 7, 2.0]), np.log1p([2, 3, 3, 2.0]))[0, 1]
+    )
+    assert _point_errors(np.zeros((2, 2)), np.ones((2, 2)))[0] == 0.0

@@ -55,10 +55,12 @@ def test_writes_documented_keys(small):
         "device",
         "n_genes",
         "shrinkage_weights",
+        "estimate",
     }
     w = uns["shrinkage_weights"]
     assert w.shape == (100,)
-    assert ((w >= 0) & (w <= 1)).all()
+    assert set(np.unique(w)) <= {0.0, 1.0}
+    assert uns["estimate"] in ("arithmetic", "geometric")
     assert uns["n_epochs"] == len(uns["history"]["train_loss"]) == 3
     assert uns["device"] == "cpu"
     # params record every argument
@@ -107,6 +109,18 @@ def test_shrink_gates_the_stacked_imputation_per_gene():
     np.testing.assert_allclose(shrunk, model.get_imputed(), rtol=1e-5, atol=1e-6)
     # kept genes are the stacked prediction, not the model's own mean
     assert not np.allclose(shrunk[:, w == 1], raw[:, w == 1])
+    # the point estimate the model chose is recorded; forcing the other one changes kept genes
+    chosen = a.uns["dae"]["estimate"]
+    assert chosen == model.shrinkage.estimate
+    forced = a.copy()
+    other_estimate = "geometric" if chosen == "arithmetic" else "arithmetic"
+    sd.tl.autoencoder(forced, impute=True, estimate=other_estimate, **kw)
+    assert forced.uns["dae"]["params"]["estimate"] == other_estimate
+    assert forced.uns["dae"]["estimate"] == chosen
+    np.testing.assert_allclose(
+        forced.layers["dae_imputed"], model.get_imputed(estimate=other_estimate), rtol=1e-5
+    )
+    assert not np.allclose(forced.layers["dae_imputed"][:, w == 1], shrunk[:, w == 1])
 
 
 def test_shrink_gates_an_undertrained_model_to_constant_shares(small):
@@ -209,6 +223,7 @@ def test_neighbors_on_embedding(small):
         ({"layer": "counts"}, KeyError, "counts"),
         ({"genes": []}, ValueError, "no genes"),
         ({"device": "tpu9"}, ValueError, "device"),
+        ({"impute": True, "estimate": "median"}, ValueError, "estimate"),
     ],
 )
 def test_bad_arguments_raise_before_work(small, kwargs, exc, match):
