@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -39,6 +38,7 @@ from sklearn.metrics import adjusted_rand_score
 import scdropout as sd
 from scdropout.models import _model as model_module
 from scdropout.models._train import default_max_epochs
+from scdropout.tl._compare import _PeakRSS
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -46,39 +46,6 @@ ROWS = HERE / "_out" / "bench_autoencoder_scale.json"
 SECTION = "bench_autoencoder_scale"
 N_GENES = 2000
 N_GROUPS = 8
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux /proc; 0 elsewhere)."""
-    try:
-        with Path("/proc/self/statm").open() as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-class PeakRSS:
-    """Sample the RSS every ``interval`` seconds in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
 
 
 def timed_train_loop() -> list[float]:
@@ -107,8 +74,7 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
     t_sim = time.perf_counter() - t0
     labels = adata.obs["group"].to_numpy()
     density = adata.X.nnz / (adata.n_obs * adata.n_vars)
-    base = rss_bytes()
-    with PeakRSS() as peak:
+    with _PeakRSS(interval=0.02) as peak:
         w0, c0 = time.perf_counter(), time.process_time()
         model = sd.models.DropoutAutoencoder(adata)
         hist = model.train(max_epochs=max_epochs, device=device, progress_bar=False)
@@ -136,7 +102,7 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
         "s_per_epoch": loop_s[-1] / max(hist.n_epochs, 1),
         "ari": float(adjusted_rand_score(labels, km)),
         "maxrss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-        "rise_gb": (peak.peak - base) / 1e9,
+        "rise_gb": (peak.peak - peak.start) / 1e9,
         "load": os.getloadavg()[0],
         "date": date.today().isoformat(),
     }
