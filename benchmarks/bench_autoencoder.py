@@ -356,6 +356,22 @@ def holdout(X: sparse.csr_matrix, frac: float, rng: np.random.Generator):
     return Xc, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
+def corrupt(adata: ad.AnnData, frac: float = 0.1, seed: int = 0):
+    """The held-out split of the imputation benchmark: :func:`holdout` of ``adata.X`` (seeded).
+
+    Cells that lost all their counts cannot be modelled and are dropped (the held-out indices
+    are renumbered). Returns the corrupted AnnData (genes of ``adata``) and ``(rows, cols, x)``.
+    """
+    Xc, r, c, x = holdout(adata.X, frac, np.random.default_rng(seed))
+    keep = np.asarray(Xc.sum(1)).ravel() > 0
+    if not keep.all():
+        sel = keep[r]
+        new_idx = np.cumsum(keep) - 1
+        r, c, x = new_idx[r[sel]], c[sel], x[sel]
+        Xc = Xc[keep]
+    return ad.AnnData(Xc, var=adata.var[[]].copy()), r, c, x
+
+
 def knn_smooth(Xc: sparse.csr_matrix, k: int = 15) -> np.ndarray:
     import scanpy as sc
     from sklearn.neighbors import NearestNeighbors
@@ -522,15 +538,8 @@ def run_impute(names: list[str], mc_samples: int = 20, **ae_kw) -> tuple[str, pd
     rows = []
     for name in names:
         adata = load(name)
-        rng = np.random.default_rng(0)
-        Xc, r, c, x = holdout(adata.X, 0.1, rng)
-        keep = np.asarray(Xc.sum(1)).ravel() > 0
-        if not keep.all():  # cells that lost all their counts cannot be modelled
-            sel = keep[r]
-            new_idx = np.cumsum(keep) - 1
-            r, c, x = new_idx[r[sel]], c[sel], x[sel]
-            Xc = Xc[keep]
-        corrupted = ad.AnnData(Xc, var=adata.var[[]].copy())
+        corrupted, r, c, x = corrupt(adata)
+        Xc = corrupted.X
         lib = np.asarray(Xc.sum(1)).ravel()
         gene_frac = np.asarray(Xc.sum(0)).ravel() / lib.sum()
         knn, nbrs = knn_smooth(Xc)

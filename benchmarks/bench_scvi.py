@@ -42,15 +42,10 @@ REPO = HERE.parent
 OUT = REPO / "benchmarks" / "_out"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 CSV = OUT / "bench_scvi.csv"
-DATASETS = [
-    "deng",
-    "pollen",
-    "cellbench_celseq2",
-    "cellbench_dropseq",
-    "mouse_bladder",
-    "worm_neuron",
-    "cbmc_citeseq",
-]
+sys.path.insert(0, str(REPO))  # scdropout from the source tree (the scVI venv does not install it)
+sys.path.insert(0, str(HERE))
+from bench_autoencoder import DATASETS  # noqa: E402 - needs the paths above
+
 MAX_STEPS = 4000
 BATCH = 128
 
@@ -90,12 +85,8 @@ def append(rec: dict) -> None:
 
 
 def run(names: list[str], parts: list[str]) -> None:
-    import anndata as ad
     import scvi
-
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(HERE))
-    from bench_autoencoder import cluster_scores, holdout, impute_metrics, load
+    from bench_autoencoder import cluster_scores, corrupt, impute_metrics, load
 
     for name in names:
         adata = load(name)
@@ -124,15 +115,8 @@ def run(names: list[str], parts: list[str]) -> None:
             append(rec)
             print(rec, flush=True)
         if "impute" in parts:
-            Xc, r, c, x = holdout(adata.X, 0.1, np.random.default_rng(0))
-            keep = np.asarray(Xc.sum(1)).ravel() > 0
-            if not keep.all():  # as bench_autoencoder.run_impute
-                sel = keep[r]
-                new_idx = np.cumsum(keep) - 1
-                r, c, x = new_idx[r[sel]], c[sel], x[sel]
-                Xc = Xc[keep]
-            corrupted = ad.AnnData(Xc, var=adata.var[[]].copy())
-            lib = np.asarray(Xc.sum(1)).ravel()
+            corrupted, r, c, x = corrupt(adata)
+            lib = np.asarray(corrupted.X.sum(1)).ravel()
             t0, c0 = time.perf_counter(), time.process_time()
             model, epochs = fit_scvi(corrupted)
             rho = np.asarray(model.get_normalized_expression(library_size=1, return_numpy=True))
