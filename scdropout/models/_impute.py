@@ -246,7 +246,7 @@ def geometric_share(counts: Any, library: np.ndarray) -> np.ndarray:
 
 def neighbor_shares(
     z: np.ndarray,
-    mu: np.ndarray,
+    mu: np.ndarray | None,
     counts: Any,
     library: np.ndarray,
     k: int = N_NEIGHBORS,
@@ -258,26 +258,29 @@ def neighbor_shares(
     ``M/L`` averages the model's means ``mu`` and ``S/L`` the counts, each as shares of the
     neighbours' libraries, over the ``k`` nearest neighbours in ``z`` (the cell excluded);
     ``G/L`` averages the counts' shares in ``log1p(share · GEO_SCALE)`` space and maps back.
-    A single cell has no neighbours; its own ``μ/L`` then stands in for each average.
-    Works in blocks of rows: besides the result, one cells × genes float32 array of shares is
-    allocated.
+    A single cell has no neighbours; its own ``μ/L`` then stands in for each average. ``mu`` is
+    not used (and may be None) for the geometric estimate of two or more cells. Works in blocks
+    of rows: besides the result, one cells × genes float32 array of shares is allocated.
     """
     n = z.shape[0]
     k = min(k, n - 1)
     lib = np.asarray(library, dtype=np.float64)
-    share = np.asarray(mu, dtype=np.float32) / lib[:, None].astype(np.float32)
+
+    def model_share() -> np.ndarray:
+        return np.asarray(mu, dtype=np.float32) / lib[:, None].astype(np.float32)
+
     if k < 1:  # a single cell has no neighbours: M = S = G = μ, so the stack is the model's mean
-        return share if geometric else 2.0 * share
+        return model_share() if geometric else 2.0 * model_share()
     zt = torch.as_tensor(z)
     idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
     W = _averaging(idx, n).astype(np.float32)
     if geometric:
-        del share
         logs = _log_shares(counts, lib)
         out = np.empty((n, logs.shape[1]), dtype=np.float32)
         for lo in range(0, n, SMOOTH_CHUNK):
             out[lo : lo + SMOOTH_CHUNK] = _from_log(_dense(W[lo : lo + SMOOTH_CHUNK] @ logs))
         return out
+    share = model_share()
     counts_share = _count_shares(counts, lib)
     out = np.empty_like(share)
     for lo in range(0, n, SMOOTH_CHUNK):

@@ -485,9 +485,10 @@ class DropoutAutoencoder:
                 ways_out="Model fewer genes (`genes=`), or impute a subset of cells.",
             )
         smooth = None
-        if stacked:  # neighbour averages (M + S)/L from the deterministic latent and means
+        if stacked:  # neighbour averages (M + S)/L or G/L from the deterministic latent
             z = self._run(adata, 0, "latent")
-            mu0 = self._run(adata, 0, "mean")
+            # the geometric estimate averages counts only; μ stands in for a single cell
+            mu0 = self._run(adata, 0, "mean") if not geometric or n < 2 else None
             with cpu_threads(self.device):
                 smooth = neighbor_shares(
                     z,
