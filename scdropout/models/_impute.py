@@ -63,6 +63,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from scdropout.kernels.smooth import fold_neighbor_means
+
 from ._data import CountDataset, batch_loader
 
 SCALE_SIZE = 26
@@ -340,28 +342,22 @@ def _hidden_predictions(
     x = np.concatenate(xs).astype(np.float64)
     lib = np.concatenate(libs).astype(np.float64)
     fold = np.concatenate(folds)
-    Ws = [_averaging(np.concatenate(nb), n).tocsc() for nb in nbs]
-    # neighbour averages of the model's shares: one pass over all cells, summed per fold
-    Ms = [np.zeros(x.shape) for _ in range(n_folds)]
-    start = 0
-    for cpu_batch in batch_loader(ds, np.arange(n), batch_size=BATCH, shuffle=False):
-        batch = cpu_batch.to(device)
-        out = module(batch.x, batch.library, mask=False)
-        share = (out.mu.double() / batch.library.double()).cpu().numpy()
-        stop = start + share.shape[0]
-        for f in range(n_folds):
-            Ms[f] += Ws[f][:, start:stop] @ share
-        start = stop
+    neighbors = np.stack([np.concatenate(nb) for nb in nbs])  # (folds, cells, k)
     shares = _count_shares(counts, library)
     logs = _log_shares(counts, library)
-    M = np.zeros(x.shape)
-    S = np.zeros(x.shape)
-    G = np.zeros(x.shape)
-    for f in range(n_folds):
-        hide = fold == f
-        M[hide] = Ms[f][hide]
-        S[hide] = _dense(Ws[f] @ shares)[hide]
-        G[hide] = _dense(Ws[f] @ logs)[hide]
+
+    def blocks() -> Any:
+        # every cell's model shares, count shares and log shares, one minibatch of rows at a time
+        start = 0
+        for cpu_batch in batch_loader(ds, np.arange(n), batch_size=BATCH, shuffle=False):
+            batch = cpu_batch.to(device)
+            out = module(batch.x, batch.library, mask=False)
+            share = (out.mu.double() / batch.library.double()).cpu().numpy()
+            stop = start + share.shape[0]
+            yield start, (share, _dense(shares[start:stop]), _dense(logs[start:stop]))
+            start = stop
+
+    M, S, G = fold_neighbor_means(neighbors, fold, blocks(), n_sources=3)
     M *= lib[:, None]
     S *= lib[:, None]
     G = _from_log(G) * lib[:, None]
