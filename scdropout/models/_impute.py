@@ -192,13 +192,19 @@ def latent_neighbors(
     """Return the indices (rows of ``ref``) of the ``k`` nearest Euclidean neighbours of each query row.
 
     ``exclude[i]`` (a row of ``ref``, e.g. the query cell itself) is never a neighbour of query
-    row i. Distances are computed in chunks of rows of at most ``KNN_ELEMENTS`` distances.
+    row i. Squared distances ``|q|² − 2 q·r + |r|²`` (float64, the reference's norms computed
+    once) are ranked in chunks of query rows of at most ``KNN_ELEMENTS`` entries; the same order
+    as ``torch.cdist`` and several times faster than calling it chunk by chunk.
     """
     out = []
     chunk = max(1, min(KNN_CHUNK, KNN_ELEMENTS // max(ref.shape[0], 1)))
     ref = ref.double()
+    ref_t = ref.T.contiguous()
+    ref_sq = (ref * ref).sum(1)
     for lo in range(0, query.shape[0], chunk):
-        d = torch.cdist(query[lo : lo + chunk].double(), ref)
+        q = query[lo : lo + chunk].double()
+        d = torch.addmm(ref_sq.unsqueeze(0), q, ref_t, alpha=-2.0)
+        d += (q * q).sum(1, keepdim=True)
         if exclude is not None:
             rows = torch.arange(d.shape[0], device=d.device)
             d[rows, exclude[lo : lo + chunk]] = float("inf")
