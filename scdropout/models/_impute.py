@@ -232,9 +232,12 @@ def _dense(a: Any) -> np.ndarray:
     return a.toarray() if sparse.issparse(a) else np.asarray(a)
 
 
-def _log_shares(counts: Any, library: np.ndarray) -> Any:
-    """Return ``log1p(x / L · GEO_SCALE)`` per entry (float32; CSR stays CSR, zeros stay 0)."""
-    shares = _count_shares(counts, library)
+def _log_shares(counts: Any, library: np.ndarray, shares: Any = None) -> Any:
+    """Return ``log1p(x / L · GEO_SCALE)`` per entry (float32; CSR stays CSR, zeros stay 0).
+
+    ``shares`` (:func:`_count_shares` of the same counts), if given, saves computing them again.
+    """
+    shares = _count_shares(counts, library) if shares is None else shares.copy()
     if sparse.issparse(shares):
         shares.data = np.log1p(shares.data * np.float32(GEO_SCALE))
         return shares
@@ -246,10 +249,12 @@ def _from_log(mean_log: np.ndarray) -> np.ndarray:
     return np.expm1(mean_log) / GEO_SCALE
 
 
-def geometric_share(counts: Any, library: np.ndarray) -> np.ndarray:
-    """Return ``ĝ_g``, the log-space average share of each gene over all cells (float64)."""
-    mean_log = np.asarray(_log_shares(counts, library).mean(0), dtype=np.float64).ravel()
-    return _from_log(mean_log)
+def geometric_share(logs: Any) -> np.ndarray:
+    """Return ``ĝ_g``, the log-space average share of each gene over the cells (float64).
+
+    ``logs`` holds the cells' :func:`_log_shares`.
+    """
+    return _from_log(np.asarray(logs.mean(0), dtype=np.float64).ravel())
 
 
 def neighbor_shares(
@@ -299,8 +304,9 @@ def neighbor_shares(
 
 def _hidden_predictions(
     module: Any,
-    counts: Any,
-    library: np.ndarray,
+    ds: CountDataset,
+    shares: Any,
+    logs: Any,
     cells: np.ndarray,
     *,
     n_folds: int,
@@ -313,14 +319,15 @@ def _hidden_predictions(
     Returns ``(x, lib, mu, M, S, G, p_all, theta)``: ``x`` cells × genes; ``mu`` the network's
     mean of each entry with its fold hidden; ``M``, ``S``, ``G`` the neighbour averages (model
     means, counts, counts in log space) over the latent neighbours of the cell with that fold
-    hidden; ``p_all`` the model's mean share per gene over all cells.
+    hidden; ``p_all`` the model's mean share per gene over all cells. ``ds`` is the counts'
+    :class:`CountDataset`, ``shares`` and ``logs`` their :func:`_count_shares` and
+    :func:`_log_shares`.
     """
-    n = counts.shape[0]
-    ds = CountDataset(counts, library)
+    n = len(ds)
     zs, p_sum, theta = [], None, None
     for cpu_batch in batch_loader(ds, np.arange(n), batch_size=BATCH, shuffle=False):
         batch = cpu_batch.to(device)
-        out = module(batch.x, batch.library, mask=False)
+        out = module(batch.x, batch.library, mask=False, nz=batch.nz)
         zs.append(out.z)
         s = (out.mu.double() / batch.library.double()).sum(0)
         p_sum = s if p_sum is None else p_sum + s
@@ -338,7 +345,8 @@ def _hidden_predictions(
         pred = torch.empty_like(x)
         for f in range(n_folds):
             hide = fold == f
-            out = module(x.masked_fill(hide, 0.0), lib, mask=False)
+            # the batch's non-zeros stay valid: a hidden one maps to the input of a zero
+            out = module(x.masked_fill(hide, 0.0), lib, mask=False, nz=batch.nz)
             pred = torch.where(hide, out.mu, pred)
             nbs[f].append(latent_neighbors(out.z, Z, k, exclude=ids).cpu().numpy())
         xs.append(x.cpu().numpy())
@@ -349,15 +357,13 @@ def _hidden_predictions(
     lib = np.concatenate(libs).astype(np.float64)
     fold = np.concatenate(folds)
     neighbors = np.stack([np.concatenate(nb) for nb in nbs])  # (folds, cells, k)
-    shares = _count_shares(counts, library)
-    logs = _log_shares(counts, library)
 
     def blocks() -> Any:
         # every cell's model shares, count shares and log shares, one minibatch of rows at a time
         start = 0
         for cpu_batch in batch_loader(ds, np.arange(n), batch_size=BATCH, shuffle=False):
             batch = cpu_batch.to(device)
-            out = module(batch.x, batch.library, mask=False)
+            out = module(batch.x, batch.library, mask=False, nz=batch.nz)
             share = (out.mu.double() / batch.library.double()).cpu().numpy()
             stop = start + share.shape[0]
             yield start, (share, _dense(shares[start:stop]), _dense(logs[start:stop]))
@@ -385,6 +391,7 @@ def fit_shrinkage(
     scale_size: int = SCALE_SIZE,
     prior: float = PRIOR,
     max_cells: int = MAX_CELLS,
+    dataset: CountDataset | None = None,
 ) -> Shrinkage:
     """Fit the per-gene gate of the stacked imputation on held-out entries of validation cells.
 
@@ -393,16 +400,21 @@ def fit_shrinkage(
     result is marked ``in_sample``. Fold assignments (and a subsample of at most ``max_cells``
     held-out cells) come from ``rng``. See the module docstring for the rule and for the
     choice of point estimate (``Shrinkage.estimate``), made on the same hidden entries.
+    ``dataset``, the :class:`CountDataset` of ``counts`` and ``library`` if one exists already
+    (training has one), saves building it again.
     """
     in_sample = len(val_idx) == 0
     cells = np.asarray(train_idx if in_sample else val_idx, dtype=np.int64)
     if len(cells) > max_cells:
         cells = np.sort(rng.choice(cells, size=max_cells, replace=False))
     k = max(min(n_neighbors, counts.shape[0] - 1), 1)
+    ds = CountDataset(counts, library) if dataset is None else dataset
+    shares = _count_shares(counts, library)
+    logs = _log_shares(counts, library, shares)
     module.eval()
     with torch.inference_mode():
         x, lib, mu, M, S, G, p_all, theta = _hidden_predictions(
-            module, counts, library, cells, n_folds=n_folds, k=k, device=device, rng=rng
+            module, ds, shares, logs, cells, n_folds=n_folds, k=k, device=device, rng=rng
         )
     stacked = (mu + M + S) / 3.0
     # null: the best constant share s · p̄' per gene, p̄' the mean hidden-entry share
@@ -417,8 +429,7 @@ def fit_shrinkage(
     train = np.asarray(train_idx, dtype=np.int64)
     candidates = {
         "arithmetic": weights * stacked + (1.0 - weights) * p_all * lib[:, None],
-        "geometric": weights * G
-        + (1.0 - weights) * geometric_share(counts[train], library[train]) * lib[:, None],
+        "geometric": weights * G + (1.0 - weights) * geometric_share(logs[train]) * lib[:, None],
     }
     selection = {name: _point_errors(x, pred) for name, pred in candidates.items()}
     return Shrinkage(
@@ -429,7 +440,7 @@ def fit_shrinkage(
         in_sample=in_sample,
         n_neighbors=k,
         estimate=min(ESTIMATES, key=lambda name: selection[name][0]),
-        geo_baseline=(1.0 - weights) * geometric_share(counts, library),
+        geo_baseline=(1.0 - weights) * geometric_share(logs),
         selection=selection,
     )
 

@@ -389,6 +389,7 @@ class DropoutAutoencoder:
                 val_idx=val_idx,
                 device=dev,
                 rng=np.random.default_rng(self.seed + 3),
+                dataset=dataset,
             )
         self.module.eval()
         self.device = dev
