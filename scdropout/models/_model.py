@@ -510,8 +510,8 @@ class DropoutAutoencoder:
         if shrink_w is not None:
             shrink_w, shrink_p = shrink_w.to(dev), shrink_p.to(dev)
 
-        def forward(x: torch.Tensor, lib: torch.Tensor, start: int) -> Any:
-            out = self.module(x, lib, mask=False)
+        def forward(x: torch.Tensor, lib: torch.Tensor, nz: Any, start: int) -> Any:
+            out = self.module(x, lib, mask=False, nz=nz)
             if shrink_w is None:
                 return out
             sm = None
@@ -532,7 +532,7 @@ class DropoutAutoencoder:
                     x, lib = batch.x, batch.library
                     stop = start + x.shape[0]
                     if not mc_samples:
-                        out = forward(x, lib, start)
+                        out = forward(x, lib, batch.nz, start)
                         val = out.z if what == "latent" else out.mu
                         mean[start:stop] = val.float().cpu().numpy()
                         if predictive:
@@ -544,7 +544,7 @@ class DropoutAutoencoder:
                         s = torch.zeros_like(m)
                         aleatoric = torch.zeros_like(m) if predictive else None
                         for t in range(1, mc_samples + 1):
-                            out = forward(x, lib, start)
+                            out = forward(x, lib, batch.nz, start)
                             val = (out.z if what == "latent" else out.mu).double()
                             delta = val - m
                             m += delta / t
