@@ -255,7 +255,7 @@ def evaluate(module: DropoutAENet, loader: BatchLoader, device: torch.device) ->
         for cpu_batch in loader:
             batch = cpu_batch.to(device)
             x = batch.x
-            out = module(x, batch.library, mask=False)
+            out = module(x, batch.library, mask=False, nz=batch.nz)
             loss = module.loss(x, out, batch.nz, log_factorial=batch.log_factorial)
             tot += float(loss.total) * x.shape[0]
             n += x.shape[0]
