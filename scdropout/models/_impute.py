@@ -192,24 +192,40 @@ def latent_neighbors(
     """Return the indices (rows of ``ref``) of the ``k`` nearest Euclidean neighbours of each query row.
 
     ``exclude[i]`` (a row of ``ref``, e.g. the query cell itself) is never a neighbour of query
-    row i. Squared distances ``|q|² − 2 q·r + |r|²`` (float64, the reference's norms computed
-    once) are ranked in chunks of query rows of at most ``KNN_ELEMENTS`` entries; the same order
-    as ``torch.cdist`` and several times faster than calling it chunk by chunk.
+    row i. See :class:`_Reference` for how distances are ranked.
     """
-    out = []
-    chunk = max(1, min(KNN_CHUNK, KNN_ELEMENTS // max(ref.shape[0], 1)))
-    ref = ref.double()
-    ref_t = ref.T.contiguous()
-    ref_sq = (ref * ref).sum(1)
-    for lo in range(0, query.shape[0], chunk):
-        q = query[lo : lo + chunk].double()
-        d = torch.addmm(ref_sq.unsqueeze(0), q, ref_t, alpha=-2.0)
-        d += (q * q).sum(1, keepdim=True)
-        if exclude is not None:
-            rows = torch.arange(d.shape[0], device=d.device)
-            d[rows, exclude[lo : lo + chunk]] = float("inf")
-        out.append(torch.topk(d, k, dim=1, largest=False).indices)
-    return torch.cat(out)
+    return _Reference(ref).neighbors(query, k, exclude)
+
+
+class _Reference:
+    """Rows to search for nearest neighbours, prepared once for many queries.
+
+    Squared distances ``|q|² − 2 q·r + |r|²`` (float64) are ranked in chunks of query rows of
+    at most ``KNN_ELEMENTS`` entries: the same order as ``torch.cdist`` and several times
+    faster than calling it chunk by chunk.
+    """
+
+    def __init__(self, ref: torch.Tensor) -> None:
+        ref = ref.double()
+        self.n = ref.shape[0]
+        self.ref_t = ref.T.contiguous()
+        self.ref_sq = (ref * ref).sum(1).unsqueeze(0)
+
+    def neighbors(
+        self, query: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:func:`latent_neighbors` of ``query`` among these rows."""
+        out = []
+        chunk = max(1, min(KNN_CHUNK, KNN_ELEMENTS // max(self.n, 1)))
+        for lo in range(0, query.shape[0], chunk):
+            q = query[lo : lo + chunk].double()
+            d = torch.addmm(self.ref_sq, q, self.ref_t, alpha=-2.0)
+            d += (q * q).sum(1, keepdim=True)
+            if exclude is not None:
+                rows = torch.arange(d.shape[0], device=d.device)
+                d[rows, exclude[lo : lo + chunk]] = float("inf")
+            out.append(torch.topk(d, k, dim=1, largest=False).indices)
+        return torch.cat(out)
 
 
 def _averaging(idx: np.ndarray, n_ref: int) -> sparse.csr_matrix:
@@ -332,7 +348,7 @@ def _hidden_predictions(
         s = (out.mu.double() / batch.library.double()).sum(0)
         p_sum = s if p_sum is None else p_sum + s
         theta = out.theta
-    Z = torch.cat(zs)
+    ref = _Reference(torch.cat(zs))
     p_all = (p_sum / n).cpu().numpy()
     xs, mus, libs, folds, nbs = [], [], [], [], [[] for _ in range(n_folds)]
     start = 0
@@ -348,7 +364,7 @@ def _hidden_predictions(
             # the batch's non-zeros stay valid: a hidden one maps to the input of a zero
             out = module(x.masked_fill(hide, 0.0), lib, mask=False, nz=batch.nz)
             pred = torch.where(hide, out.mu, pred)
-            nbs[f].append(latent_neighbors(out.z, Z, k, exclude=ids).cpu().numpy())
+            nbs[f].append(ref.neighbors(out.z, k, exclude=ids).cpu().numpy())
         xs.append(x.cpu().numpy())
         mus.append(pred.cpu().numpy())
         libs.append(lib.cpu().numpy().ravel())
