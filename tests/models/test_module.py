@@ -125,3 +125,24 @@ def test_mean_activations(small):
     raw = net.mean_head(net.decoder(z))
     torch.testing.assert_close(out.mu, torch.exp(raw).clamp(1e-5, 1e6) * lib / 1000.0)
     assert np.isfinite(net.loss(x, out).total.item())
+
+
+@pytest.mark.parametrize("scale_input", [False, True])
+def test_stale_nonzeros_of_hidden_entries_give_the_zero_input(small, scale_input):
+    # the gate fit hides entries (sets them to 0) and passes the batch's original non-zeros:
+    # a listed entry that is now 0 must reach the encoder exactly as an unlisted zero does
+    x, lib, nz = _batch(small, n=96)
+    net = DropoutAENet(x.shape[1], scale_input=scale_input).double().eval()
+    if scale_input:
+        gen = torch.Generator().manual_seed(0)
+        net.set_input_scaling(
+            torch.rand(x.shape[1], generator=gen), 0.5 + torch.rand(x.shape[1], generator=gen)
+        )
+    hidden = x.masked_fill(
+        torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.3, 0.0
+    )
+    assert (hidden != x).any()
+    stale = net(hidden, lib, mask=False, nz=nz)
+    fresh = net(hidden, lib, mask=False)
+    assert torch.equal(stale.z, fresh.z)
+    assert torch.equal(stale.mu, fresh.mu)
