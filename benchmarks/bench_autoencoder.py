@@ -723,13 +723,16 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
 - Threads: with 2 torch threads at load ~19 an epoch took 93 s wall / 26 s CPU (OpenMP
   threads spinning against other jobs) vs 10 s / 2.6 s on 1 thread; training uses
   min(torch threads, `settings.n_jobs`), so on a loaded machine set `settings.n_jobs = 1`.
-- Not done: full-panel clustering rerun (defaults and variants on worm_neuron and
-  cbmc_citeseq, with Leiden), scvi-tools side by side, the 100,000-cell run, GPU throughput
-  (no GPU in this session); imputation targets on pollen (read counts, 64 cells) and
-  dropseq's Pearson (see above). Cost of the default imputation: one latent kNN search over
-  the imputed cells (chunked O(n^2) distances): `get_imputed()` took 2.9 s CPU at 5,000 x
-  2,000 (synthetic, 1 thread; `shrink=False` 0.5 s) and 17.2 s at 20,000 (2.3 s), so
-  several minutes are expected at 100,000 cells (not measured).
+- Not done (as of 2026-12-01, third session): GPU throughput (no GPU lent); imputation
+  targets on pollen (read counts, 64 cells) and dropseq's Pearson at seed 0 (see above).
+  Done since this list was first written: the full-panel clustering rerun, scvi-tools side by
+  side and the 100,000-cell run (their sections below). Cost of the default imputation: one
+  latent kNN search over the imputed cells (chunked O(n^2) distances): `get_imputed()` took
+  2.9 s CPU at 5,000 x 2,000 (synthetic, 1 thread; `shrink=False` 0.5 s) and 17.2 s at
+  20,000 (2.3 s), measured before the neighbour search moved to one addmm per chunk.
+- zeisel (added 2026-12-01): false signals 0 pairs for the default (0 of 2,000 genes gated
+  in on permuted counts) vs 10,204 for kNN smoothing and 16,332 unshrunk (47 on the permuted
+  counts themselves).
 """
 
 
