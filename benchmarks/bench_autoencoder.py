@@ -730,6 +730,13 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
   latent kNN search over the imputed cells (chunked O(n^2) distances): `get_imputed()` took
   2.9 s CPU at 5,000 x 2,000 (synthetic, 1 thread; `shrink=False` 0.5 s) and 17.2 s at
   20,000 (2.3 s), measured before the neighbour search moved to one addmm per chunk.
+- Wall time against shared/benchmarks/peers.md's scVI (2026-12-01, third session, quiet
+  machine, 2 torch threads; construction + `train()` (gate fit included) + `get_latent()`;
+  `python benchmarks/bench_autoencoder_wall.py --threads 2`). AE s vs scVI s: pollen 4.9 vs 9.5 (the first set of
+  the run pays torch start-up), deng 6.5 vs 32.1, cellbench_celseq2 11.6 vs 25.1,
+  cellbench_dropseq 7.8 vs 22.7, mouse_bladder 47.9 vs 125.2, zeisel 107.4 vs 128.6,
+  worm_neuron 55.8 vs 152.2, cbmc_citeseq 45.4 vs 62.5 (65.6 s in the previous session, before
+  the gate fit was made cheaper). Faster on all 8 count sets.
 - zeisel (added 2026-12-01): false signals 0 pairs for the default (0 of 2,000 genes gated
   in on permuted counts) vs 10,204 for kNN smoothing and 16,332 unshrunk (47 on the permuted
   counts themselves).

@@ -1,0 +1,65 @@
+"""Wall time of the dropout autoencoder on the labelled count sets, against peers.md's scVI.
+
+Run from the repository root on a quiet machine::
+
+    python benchmarks/bench_autoencoder_wall.py [--datasets ...] [--threads 2]
+
+For each data set of ``bench_autoencoder.DATASETS`` (same loading: 2,000 HVGs of the counts) it
+times what a user waits for: ``DropoutAutoencoder(adata, random_state=0)``, ``.train()`` at the
+defaults (the imputation gate fit included) and ``.get_latent()``, with ``settings.n_jobs``
+torch threads, and prints wall and CPU seconds next to scVI's wall seconds from
+``shared/benchmarks/peers.md`` (2 cores, scvi-tools 1.4.2, 4,000-step cap). It prints only;
+the figures quoted in ``benchmarks/RESULTS.md`` come from a run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+from bench_autoencoder import DATASETS, load
+
+import scdropout as sd
+
+#: scVI wall seconds per data set in shared/benchmarks/peers.md (scvi_kmeans column)
+PEERS_SCVI_S = {
+    "deng": 32.1,
+    "pollen": 9.5,
+    "cellbench_celseq2": 25.1,
+    "cellbench_dropseq": 22.7,
+    "mouse_bladder": 125.2,
+    "zeisel": 128.6,
+    "worm_neuron": 152.2,
+    "cbmc_citeseq": 62.5,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="*", default=DATASETS)
+    parser.add_argument("--threads", type=int, default=2, help="settings.n_jobs (torch threads)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    sd.settings.n_jobs = args.threads
+    sd.settings.verbosity = 0
+    print("| dataset | epochs | AE wall s | AE CPU s | scVI wall s (peers.md) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in args.datasets:
+        adata = load(name)
+        wall, cpu = time.perf_counter(), time.process_time()
+        model = sd.models.DropoutAutoencoder(adata, random_state=0)
+        hist = model.train(progress_bar=False)
+        model.get_latent()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peer = PEERS_SCVI_S.get(name)
+        print(
+            f"| {name} | {hist.n_epochs} | {wall:.1f} | {cpu:.1f} | "
+            f"{'' if peer is None else f'{peer:.1f}'} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
