@@ -248,16 +248,17 @@ def _dense(a: Any) -> np.ndarray:
     return a.toarray() if sparse.issparse(a) else np.asarray(a)
 
 
-def _log_shares(counts: Any, library: np.ndarray, shares: Any = None) -> Any:
-    """Return ``log1p(x / L · GEO_SCALE)`` per entry (float32; CSR stays CSR, zeros stay 0).
+def _log_shares(shares: Any) -> Any:
+    """Return ``log1p(share · GEO_SCALE)`` of :func:`_count_shares` output, per entry.
 
-    ``shares`` (:func:`_count_shares` of the same counts), if given, saves computing them again.
+    float32; CSR stays CSR with the same sparsity (zeros stay 0), and the input is not copied.
     """
-    shares = _count_shares(counts, library) if shares is None else shares.copy()
+    scale = np.float32(GEO_SCALE)
     if sparse.issparse(shares):
-        shares.data = np.log1p(shares.data * np.float32(GEO_SCALE))
-        return shares
-    return np.log1p(shares * np.float32(GEO_SCALE))
+        return sparse.csr_matrix(
+            (np.log1p(shares.data * scale), shares.indices, shares.indptr), shape=shares.shape
+        )
+    return np.log1p(shares * scale)
 
 
 def _from_log(mean_log: np.ndarray) -> np.ndarray:
@@ -304,7 +305,7 @@ def neighbor_shares(
     idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
     W = _averaging(idx, n).astype(np.float32)
     if geometric:
-        logs = _log_shares(counts, lib)
+        logs = _log_shares(_count_shares(counts, lib))
         out = np.empty((n, logs.shape[1]), dtype=np.float32)
         for lo in range(0, n, SMOOTH_CHUNK):
             out[lo : lo + SMOOTH_CHUNK] = _from_log(_dense(W[lo : lo + SMOOTH_CHUNK] @ logs))
@@ -426,7 +427,7 @@ def fit_shrinkage(
     k = max(min(n_neighbors, counts.shape[0] - 1), 1)
     ds = CountDataset(counts, library) if dataset is None else dataset
     shares = _count_shares(counts, library)
-    logs = _log_shares(counts, library, shares)
+    logs = _log_shares(shares)
     module.eval()
     with torch.inference_mode():
         x, lib, mu, M, S, G, p_all, theta = _hidden_predictions(
