@@ -432,6 +432,28 @@ class DropoutAutoencoder:
             if isinstance(m, DROPOUT_MODULES):
                 m.train()
 
+    def _deterministic(
+        self, dataset: CountDataset, *, with_mean: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One eval-mode pass: the latent and, ``with_mean``, the model's means (float32)."""
+        n = len(dataset)
+        z = np.empty((n, self.module.to_latent.out_features), dtype=np.float32)
+        mu = np.empty((n, self.registry.n_vars), dtype=np.float32) if with_mean else None
+        dev = self.device
+        self.module.to(dev).eval()
+        loader = batch_loader(dataset, np.arange(n), batch_size=INFERENCE_BATCH, shuffle=False)
+        start = 0
+        with cpu_threads(dev), torch.inference_mode():
+            for cpu_batch in loader:
+                batch = cpu_batch.to(dev)
+                out = self.module(batch.x, batch.library, mask=False, nz=batch.nz)
+                stop = start + batch.x.shape[0]
+                z[start:stop] = out.z.float().cpu().numpy()
+                if mu is not None:
+                    mu[start:stop] = out.mu.float().cpu().numpy()
+                start = stop
+        return z, mu
+
     def _run(
         self,
         adata: Any,
@@ -485,11 +507,11 @@ class DropoutAutoencoder:
                 + (" and its sd" if mc_samples else ""),
                 ways_out="Model fewer genes (`genes=`), or impute a subset of cells.",
             )
+        dataset = CountDataset(counts, library)
         smooth = None
         if stacked:  # neighbour averages (M + S)/L or G/L from the deterministic latent
-            z = self._run(adata, 0, "latent")
             # the geometric estimate averages counts only; μ stands in for a single cell
-            mu0 = self._run(adata, 0, "mean") if not geometric or n < 2 else None
+            z, mu0 = self._deterministic(dataset, with_mean=not geometric or n < 2)
             with cpu_threads(self.device):
                 smooth = neighbor_shares(
                     z,
@@ -502,9 +524,7 @@ class DropoutAutoencoder:
             del mu0
         mean = np.empty((n, width), dtype=np.float32)
         sd = np.empty((n, width), dtype=np.float32) if n_out == 2 else None
-        loader = batch_loader(
-            CountDataset(counts, library), np.arange(n), batch_size=INFERENCE_BATCH, shuffle=False
-        )
+        loader = batch_loader(dataset, np.arange(n), batch_size=INFERENCE_BATCH, shuffle=False)
         dev = self.device
         self.module.to(dev)
         if shrink_w is not None:
