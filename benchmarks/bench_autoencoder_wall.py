@@ -17,22 +17,34 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
+from pathlib import Path
 
-from bench_autoencoder import DATASETS, load
+from bench_autoencoder import DATASETS, SHARED, load
 
 import scdropout as sd
 
-#: scVI wall seconds per data set in shared/benchmarks/peers.md (scvi_kmeans column)
-PEERS_SCVI_S = {
-    "deng": 32.1,
-    "pollen": 9.5,
-    "cellbench_celseq2": 25.1,
-    "cellbench_dropseq": 22.7,
-    "mouse_bladder": 125.2,
-    "zeisel": 128.6,
-    "worm_neuron": 152.2,
-    "cbmc_citeseq": 62.5,
-}
+PEERS = SHARED.parent / "benchmarks" / "peers.md"
+
+
+def peers_scvi_seconds(path: Path = PEERS) -> dict[str, float]:
+    """Return scVI's wall seconds per data set from peers.md's first table (``scvi_kmeans``).
+
+    Its cells read ``ARI / seconds``; ``n/a``, ``error`` and ``timeout`` cells are left out.
+    """
+    out: dict[str, float] = {}
+    col = None
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if col is None:
+            if cells[0] == "dataset" and "scvi_kmeans" in cells:
+                col = cells.index("scvi_kmeans")
+            continue
+        if not line.startswith("|"):
+            break  # end of the first table
+        value = cells[col] if len(cells) > col else ""
+        if "/" in value and value.endswith("s"):
+            out[cells[0]] = float(value.split("/")[1].strip()[:-1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     sd.settings.n_jobs = args.threads
     sd.settings.verbosity = 0
+    peers = peers_scvi_seconds()
     print("| dataset | epochs | AE wall s | AE CPU s | scVI wall s (peers.md) |")
     print("|---|---:|---:|---:|---:|")
     for name in args.datasets:
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         hist = model.train(progress_bar=False)
         model.get_latent()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        peer = PEERS_SCVI_S.get(name)
+        peer = peers.get(name)
         print(
             f"| {name} | {hist.n_epochs} | {wall:.1f} | {cpu:.1f} | "
             f"{'' if peer is None else f'{peer:.1f}'} |",
