@@ -38,20 +38,25 @@ error (``Shrinkage.estimate``):
 
 - ``"arithmetic"``: the stack ``(μ + M + S)/3`` above, with the null ``p̄_g · L_c``; an
   estimate of the mean count.
-- ``"geometric"``: ``G_cg = L_c · (expm1(mean_j log1p(x_jg / L_j · 10⁴)) / 10⁴)``, the
+- ``"geometric"``: ``G_cg = L_c · (expm1(mean_j log1p(x_jg / L_j · s)) / s)``, the
   neighbour average of the counts taken in log space (a geometric mean of shares, offset by one
-  count per 10⁴), with the null ``ĝ_g · L_c``, ``ĝ_g`` the same log-space average of gene g's
-  shares over all cells (still a constant share: no signal beyond library size). This is a
-  typical value, below the mean for skewed counts: on read counts from plates (deng, pollen),
-  whose few very large counts pull the mean up, it is much closer to most counts (median
-  absolute error) than the mean is; on UMI counts the arithmetic stack is closer.
+  count per ``s`` library counts), with the null ``ĝ_g · L_c``, ``ĝ_g`` the same log-space
+  average of gene g's shares over all cells (still a constant share: no signal beyond library
+  size). This is a typical value, below the mean for skewed counts: on read counts from plates
+  (deng, pollen), whose few very large counts pull the mean up, it is much closer to most
+  counts (median absolute error) than the mean is; on UMI counts the arithmetic stack is
+  closer. The scale ``s`` is one of two candidates (:func:`geo_scales`): 10⁴ (CP10k) or the
+  median library size (one count in a typical cell). On deep read-count libraries (pollen:
+  ~5·10⁵ counts per cell) an offset of one count per 10⁴ adds ~50 counts, and the average is
+  then nearly arithmetic for the many low counts.
 
 The choice uses the same fold-hidden entries of the validation cells as the gate: each
 candidate (gated with the fitted ``w_g``; the null share of the geometric one from the training
-cells only) predicts the hidden NON-ZERO counts, and the candidate with the smaller median
-absolute error is chosen (the arithmetic one on ties). The network, the neighbours and the null
-shares never saw those entries. The median absolute error and the Pearson correlation of
-log1p values of both candidates are kept in ``Shrinkage.selection``.
+cells only) predicts the hidden NON-ZERO counts. The geometric scale with the smaller median
+absolute error is taken (10⁴ on ties), then the estimate with the smaller one (the arithmetic
+one on ties). The network, the neighbours and the null shares never saw those entries. The
+median absolute error and the Pearson correlation of log1p values of every candidate are kept
+in ``Shrinkage.selection``.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ MAX_CELLS = 2000
 KNN_CHUNK = 1024
 KNN_ELEMENTS = 2**24  # distances per chunk (128 MB in float64)
 SMOOTH_CHUNK = 4096
-GEO_SCALE = 1e4  # shares are averaged in log1p(share · GEO_SCALE) space by the geometric estimate
+GEO_SCALE = 1e4  # the geometric estimate's first offset: shares averaged in log1p(share · 1e4)
 ESTIMATES = ("arithmetic", "geometric")
 
 
@@ -109,7 +114,13 @@ class Shrinkage:
         before the geometric estimate existed.
     selection
         Per candidate estimate, ``[median absolute error, Pearson r of log1p]`` on the
-        fold-hidden non-zero entries of the held-out cells (empty for older models).
+        fold-hidden non-zero entries of the held-out cells (empty for older models):
+        ``"arithmetic"``, ``"geometric"`` (at ``geo_scale``) and ``"geometric@S"`` for each
+        candidate scale S.
+    geo_scale
+        ``s`` of the geometric estimate, which averages ``log1p(share · s)``: the candidate
+        (``GEO_SCALE`` or the median library size) with the smaller held-out median absolute
+        error; ``GEO_SCALE`` for models saved before the choice existed.
     """
 
     weights: np.ndarray
@@ -121,6 +132,7 @@ class Shrinkage:
     estimate: str = "arithmetic"
     geo_baseline: np.ndarray | None = None
     selection: dict[str, list[float]] = field(default_factory=dict)
+    geo_scale: float = GEO_SCALE
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe record (float64 values round-trip exactly)."""
@@ -136,6 +148,7 @@ class Shrinkage:
             if self.geo_baseline is None
             else [float(v) for v in self.geo_baseline],
             "selection": {k: [float(v) for v in m] for k, m in self.selection.items()},
+            "geo_scale": float(self.geo_scale),
         }
 
     @classmethod
@@ -153,6 +166,7 @@ class Shrinkage:
             if d.get("geo_baseline") is None
             else np.asarray(d["geo_baseline"], dtype=np.float64),
             selection={k: [float(v) for v in m] for k, m in d.get("selection", {}).items()},
+            geo_scale=float(d.get("geo_scale", GEO_SCALE)),
         )
 
 
@@ -248,12 +262,12 @@ def _dense(a: Any) -> np.ndarray:
     return a.toarray() if sparse.issparse(a) else np.asarray(a)
 
 
-def _log_shares(shares: Any) -> Any:
-    """Return ``log1p(share · GEO_SCALE)`` of :func:`_count_shares` output, per entry.
+def _log_shares(shares: Any, scale: float) -> Any:
+    """Return ``log1p(share · scale)`` of :func:`_count_shares` output, per entry.
 
     float32; CSR stays CSR with the same sparsity (zeros stay 0), and the input is not copied.
     """
-    scale = np.float32(GEO_SCALE)
+    scale = np.float32(scale)
     if sparse.issparse(shares):
         return sparse.csr_matrix(
             (np.log1p(shares.data * scale), shares.indices, shares.indptr), shape=shares.shape
@@ -261,17 +275,30 @@ def _log_shares(shares: Any) -> Any:
     return np.log1p(shares * scale)
 
 
-def _from_log(mean_log: np.ndarray) -> np.ndarray:
-    """Map an average of ``log1p(share · GEO_SCALE)`` back to a share."""
-    return np.expm1(mean_log) / GEO_SCALE
+def _from_log(mean_log: np.ndarray, scale: float) -> np.ndarray:
+    """Map an average of ``log1p(share · scale)`` back to a share."""
+    return np.expm1(mean_log) / scale
 
 
-def geometric_share(logs: Any) -> np.ndarray:
+def geometric_share(logs: Any, scale: float) -> np.ndarray:
     """Return ``ĝ_g``, the log-space average share of each gene over the cells (float64).
 
-    ``logs`` holds the cells' :func:`_log_shares`.
+    ``logs`` holds the cells' :func:`_log_shares` at ``scale``.
     """
-    return _from_log(np.asarray(logs.mean(0), dtype=np.float64).ravel())
+    return _from_log(np.asarray(logs.mean(0), dtype=np.float64).ravel(), scale)
+
+
+def geo_scales(library: np.ndarray) -> tuple[float, ...]:
+    """Candidate scales ``s`` of the geometric estimate: ``GEO_SCALE`` and the median library.
+
+    ``log1p(share · s)`` adds one count per ``s`` library counts before taking logs:
+    ``GEO_SCALE`` = 10⁴ is the CP10k convention, the median library size (the target of
+    ``sc.pp.normalize_total`` by default) one count in a typical cell. They differ on deep
+    read-count libraries (10⁵-10⁶ counts), where 10⁴ adds 10-100 counts per cell and the
+    average is nearly arithmetic at low counts.
+    """
+    median = float(np.median(np.asarray(library, dtype=np.float64)))
+    return (GEO_SCALE,) if np.isclose(median, GEO_SCALE) else (GEO_SCALE, median)
 
 
 def neighbor_shares(
@@ -282,12 +309,13 @@ def neighbor_shares(
     k: int = N_NEIGHBORS,
     *,
     geometric: bool = False,
+    geo_scale: float = GEO_SCALE,
 ) -> np.ndarray:
     """Return ``(M + S) / L``, or ``G / L`` with ``geometric``, of every cell (cells × genes, float32).
 
     ``M/L`` averages the model's means ``mu`` and ``S/L`` the counts, each as shares of the
     neighbours' libraries, over the ``k`` nearest neighbours in ``z`` (the cell excluded);
-    ``G/L`` averages the counts' shares in ``log1p(share · GEO_SCALE)`` space and maps back.
+    ``G/L`` averages the counts' shares in ``log1p(share · geo_scale)`` space and maps back.
     A single cell has no neighbours; its own ``μ/L`` then stands in for each average. ``mu`` is
     not used (and may be None) for the geometric estimate of two or more cells. Works in blocks
     of rows: besides the result, one cells × genes float32 array of shares is allocated.
@@ -305,10 +333,11 @@ def neighbor_shares(
     idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
     W = _averaging(idx, n).astype(np.float32)
     if geometric:
-        logs = _log_shares(_count_shares(counts, lib))
+        logs = _log_shares(_count_shares(counts, lib), geo_scale)
         out = np.empty((n, logs.shape[1]), dtype=np.float32)
         for lo in range(0, n, SMOOTH_CHUNK):
-            out[lo : lo + SMOOTH_CHUNK] = _from_log(_dense(W[lo : lo + SMOOTH_CHUNK] @ logs))
+            rows = W[lo : lo + SMOOTH_CHUNK]
+            out[lo : lo + SMOOTH_CHUNK] = _from_log(_dense(rows @ logs), geo_scale)
         return out
     share = model_share()
     counts_share = _count_shares(counts, lib)
@@ -323,7 +352,7 @@ def _hidden_predictions(
     module: Any,
     ds: CountDataset,
     shares: Any,
-    logs: Any,
+    logs: dict[float, Any],
     cells: np.ndarray,
     *,
     n_folds: int,
@@ -334,11 +363,11 @@ def _hidden_predictions(
     """Return counts, libraries and the four predictions of fold-hidden entries of ``cells``.
 
     Returns ``(x, lib, mu, M, S, G, p_all, theta)``: ``x`` cells × genes; ``mu`` the network's
-    mean of each entry with its fold hidden; ``M``, ``S``, ``G`` the neighbour averages (model
-    means, counts, counts in log space) over the latent neighbours of the cell with that fold
-    hidden; ``p_all`` the model's mean share per gene over all cells. ``ds`` is the counts'
-    :class:`CountDataset`, ``shares`` and ``logs`` their :func:`_count_shares` and
-    :func:`_log_shares`.
+    mean of each entry with its fold hidden; ``M``, ``S`` the neighbour averages (model
+    means, counts) over the latent neighbours of the cell with that fold hidden and ``G`` a
+    dict of the same for the counts in log space, per scale; ``p_all`` the model's mean share
+    per gene over all cells. ``ds`` is the counts' :class:`CountDataset`, ``shares`` their
+    :func:`_count_shares` and ``logs`` their :func:`_log_shares` per scale.
     """
     n = len(ds)
     zs, p_sum, theta = [], None, None
@@ -383,13 +412,14 @@ def _hidden_predictions(
             out = module(batch.x, batch.library, mask=False, nz=batch.nz)
             share = (out.mu.double() / batch.library.double()).cpu().numpy()
             stop = start + share.shape[0]
-            yield start, (share, _dense(shares[start:stop]), _dense(logs[start:stop]))
+            block = [share, _dense(shares[start:stop])]
+            yield start, block + [_dense(lg[start:stop]) for lg in logs.values()]
             start = stop
 
-    M, S, G = fold_neighbor_means(neighbors, fold, blocks(), n_sources=3)
+    M, S, *Gs = fold_neighbor_means(neighbors, fold, blocks(), n_sources=2 + len(logs))
     M *= lib[:, None]
     S *= lib[:, None]
-    G = _from_log(G) * lib[:, None]
+    G = {scale: _from_log(g, scale) * lib[:, None] for scale, g in zip(logs, Gs, strict=True)}
     th = None if theta is None else theta.double().cpu().numpy()
     return x, lib, np.concatenate(mus).astype(np.float64), M, S, G, p_all, th
 
@@ -427,7 +457,7 @@ def fit_shrinkage(
     k = max(min(n_neighbors, counts.shape[0] - 1), 1)
     ds = CountDataset(counts, library) if dataset is None else dataset
     shares = _count_shares(counts, library)
-    logs = _log_shares(shares)
+    logs = {scale: _log_shares(shares, scale) for scale in geo_scales(library)}
     module.eval()
     with torch.inference_mode():
         x, lib, mu, M, S, G, p_all, theta = _hidden_predictions(
@@ -444,11 +474,17 @@ def fit_shrinkage(
     keep = gain + prior * gain.mean() > 0
     weights = keep.astype(np.float64)
     train = np.asarray(train_idx, dtype=np.int64)
-    candidates = {
-        "arithmetic": weights * stacked + (1.0 - weights) * p_all * lib[:, None],
-        "geometric": weights * G + (1.0 - weights) * geometric_share(logs[train]) * lib[:, None],
+    selection = {
+        "arithmetic": _point_errors(x, weights * stacked + (1.0 - weights) * p_all * lib[:, None])
     }
-    selection = {name: _point_errors(x, pred) for name, pred in candidates.items()}
+    for scale, lg in logs.items():
+        null = geometric_share(lg[train], scale) * lib[:, None]
+        selection[f"geometric@{scale:g}"] = _point_errors(
+            x, weights * G[scale] + (1.0 - weights) * null
+        )
+    # the scale first (ties: GEO_SCALE), then the estimate (ties: arithmetic)
+    scale = min(logs, key=lambda sc: selection[f"geometric@{sc:g}"][0])
+    selection["geometric"] = selection[f"geometric@{scale:g}"]
     return Shrinkage(
         weights=weights,
         baseline=(1.0 - weights) * p_all,
@@ -457,8 +493,9 @@ def fit_shrinkage(
         in_sample=in_sample,
         n_neighbors=k,
         estimate=min(ESTIMATES, key=lambda name: selection[name][0]),
-        geo_baseline=(1.0 - weights) * geometric_share(logs),
+        geo_baseline=(1.0 - weights) * geometric_share(logs[scale], scale),
         selection=selection,
+        geo_scale=scale,
     )
 
 

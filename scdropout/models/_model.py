@@ -398,7 +398,7 @@ class DropoutAutoencoder:
         logger.info(
             "imputation gate fitted on %d held-out cells: %d of %d genes keep the stacked "
             "prediction (mean held-out gain %.3g); point estimate %s (held-out median "
-            "absolute error arithmetic %.4g, geometric %.4g)",
+            "absolute error arithmetic %.4g, geometric %.4g at scale %g)",
             self.shrinkage.n_cells,
             n_kept,
             self.registry.n_vars,
@@ -406,6 +406,7 @@ class DropoutAutoencoder:
             self.shrinkage.estimate,
             self.shrinkage.selection["arithmetic"][0],
             self.shrinkage.selection["geometric"][0],
+            self.shrinkage.geo_scale,
         )
         logger.info(
             "trained %d epochs (best %d), final train loss %.4g",
@@ -520,6 +521,7 @@ class DropoutAutoencoder:
                     library,
                     self.shrinkage.n_neighbors,  # type: ignore[union-attr]
                     geometric=geometric,
+                    geo_scale=self.shrinkage.geo_scale,  # type: ignore[union-attr]
                 )
             del mu0
         mean = np.empty((n, width), dtype=np.float32)
@@ -660,9 +662,11 @@ class DropoutAutoencoder:
         The point estimate (``estimate``) is chosen once per data set, after training, on the
         same fold-hidden validation entries: ``"arithmetic"`` is the stack above, an estimate
         of the mean count; ``"geometric"`` replaces the stack by
-        ``G_cg = L_c · expm1(mean_j log1p(x_jg / L_j · 10⁴)) / 10⁴`` (the same neighbours j,
+        ``G_cg = L_c · expm1(mean_j log1p(x_jg / L_j · s)) / s`` (the same neighbours j,
         their counts averaged in log space) and ``p̄_g`` by the log-space average share of
-        the gene over all cells. The geometric estimate is a typical value, not the mean: for
+        the gene over all cells; ``s`` (``self.shrinkage.geo_scale``) is 10⁴ or the median
+        library size, whichever predicts the hidden counts better (it matters for deep
+        read-count libraries). The geometric estimate is a typical value, not the mean: for
         skewed counts it lies below the mean, closer to most counts. ``"auto"`` takes the one
         whose gated predictions of the hidden non-zero counts have the smaller median
         absolute error (recorded in ``self.shrinkage.estimate`` and ``.selection``). Read

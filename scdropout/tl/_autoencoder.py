@@ -200,7 +200,8 @@ def autoencoder(
         one per modelled gene: the held-out gate ``w_g`` used by ``shrink``; 1 keeps the
         stacked prediction, 0 makes the gene's imputation a constant share of the library),
         ``"estimate"`` (the point estimate the model chose after training, used by
-        ``estimate="auto"``) and,
+        ``estimate="auto"``), ``"geo_scale"`` (the scale ``s`` of the geometric estimate's
+        ``log1p(share · s)``, chosen with it) and,
         when ``genes`` is given, ``"genes"`` (the modelled gene names).
 
     Raises
@@ -357,6 +358,7 @@ def autoencoder(
         "n_genes": len(names),
         "shrinkage_weights": np.asarray(model.shrinkage_, dtype=np.float64),
         "estimate": model.shrinkage.estimate,
+        "geo_scale": float(model.shrinkage.geo_scale),
     }
     if genes is not None:
         uns["genes"] = np.asarray(names, dtype=object)

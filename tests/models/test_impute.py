@@ -98,13 +98,13 @@ def _reference_smooth(z, mu, counts, lib, k):
     return (mu / lib[:, None])[idx].mean(1) + (counts / lib[:, None])[idx].mean(1)
 
 
-def _reference_geometric(z, counts, lib, k):
+def _reference_geometric(z, counts, lib, k, scale=1e4):
     """G / L by brute force: log-space mean of the k nearest neighbours' shares (self excluded)."""
     z = z.astype(np.float64)
     d = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     idx = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return np.expm1(np.log1p(counts / lib[:, None] * 1e4)[idx].mean(1)) / 1e4
+    return np.expm1(np.log1p(counts / lib[:, None] * scale)[idx].mean(1)) / scale
 
 
 def test_shrunk_mean_is_the_documented_stack(planted, models):
@@ -167,6 +167,8 @@ def test_neighbor_helpers_match_brute_force():
         np.testing.assert_allclose(neighbor_shares(z, mu, X, lib, 5), ref, rtol=1e-5)
         got = neighbor_shares(z, mu, X, lib, 5, geometric=True)
         np.testing.assert_allclose(got, geo, rtol=1e-4)
+        got = neighbor_shares(z, mu, X, lib, 5, geometric=True, geo_scale=30.0)
+        np.testing.assert_allclose(got, _reference_geometric(z, counts, lib, 5, 30.0), rtol=1e-4)
 
 
 def test_shrinkage_is_seeded(planted, models):
@@ -192,8 +194,13 @@ def test_save_load_keeps_the_weights(planted, models, tmp_path):
     for est in ("arithmetic", "geometric"):
         got = loaded.get_imputed(estimate=est)
         np.testing.assert_array_equal(got, model.get_imputed(estimate=est))
+    assert loaded.shrinkage.geo_scale == model.shrinkage.geo_scale
     cfg = tmp_path / "m" / "config.json"
     config = json.loads(cfg.read_text())
+    # a model saved before the choice of scale: its geometric estimate used 1e4
+    del config["shrinkage"]["geo_scale"]
+    cfg.write_text(json.dumps(config))
+    assert DropoutAutoencoder.load(tmp_path / "m", real, device="cpu").shrinkage.geo_scale == 1e4
     # a model saved before the choice of estimate: arithmetic, and no geometric estimate
     for key in ("estimate", "geo_baseline", "selection"):
         del config["shrinkage"][key]
@@ -230,8 +237,9 @@ def test_geometric_estimate_is_the_documented_log_space_average(planted, models)
     s = model.shrinkage
     lib = model._library.astype(np.float64)
     counts = real.X.toarray().astype(np.float64)
-    G = _reference_geometric(model.get_latent(), counts, lib, s.n_neighbors)
-    share = np.expm1(np.log1p(counts / lib[:, None] * 1e4).mean(0)) / 1e4
+    assert s.geo_scale in (1e4, np.median(lib))
+    G = _reference_geometric(model.get_latent(), counts, lib, s.n_neighbors, s.geo_scale)
+    share = np.expm1(np.log1p(counts / lib[:, None] * s.geo_scale).mean(0)) / s.geo_scale
     np.testing.assert_allclose(s.geo_baseline, (1 - s.weights) * share, rtol=1e-5)
     expected = (s.weights * G + s.geo_baseline) * lib[:, None]
     geo = model.get_imputed(estimate="geometric")
@@ -256,10 +264,16 @@ def _neighbors(z, k):
 def test_auto_estimate_is_the_held_out_choice(models):
     model, _ = models
     s = model.shrinkage
-    assert set(s.selection) == {"arithmetic", "geometric"}
+    median = float(np.median(model._library))
+    scales = {f"geometric@{1e4:g}": 1e4, f"geometric@{median:g}": median}
+    assert set(s.selection) == {"arithmetic", "geometric", *scales}
     mae = {k: v[0] for k, v in s.selection.items()}
     assert all(v >= 0 for v in mae.values())
     assert all(-1 <= v[1] <= 1 for v in s.selection.values())
+    # the scale with the smaller error (ties: 1e4), then the estimate (ties: arithmetic)
+    best = min(scales, key=lambda name: mae[name])
+    assert s.geo_scale == scales[best]
+    assert s.selection["geometric"] == s.selection[best]
     assert s.estimate == ("geometric" if mae["geometric"] < mae["arithmetic"] else "arithmetic")
     np.testing.assert_array_equal(model.get_imputed(), model.get_imputed(estimate=s.estimate))
 
@@ -275,6 +289,15 @@ def test_heavy_tailed_counts_choose_the_geometric_estimate(planted):
     s = _train(a).shrinkage
     assert s.estimate == "geometric"
     assert s.selection["geometric"][0] < 0.8 * s.selection["arithmetic"][0]
+    # the same at read-count depth (~10^6 per cell): one count in the median cell is the
+    # offset of the log-space average, not one per 10^4 (which adds ~100 counts per cell)
+    deep = ad.AnnData(sparse.csr_matrix(np.round(heavy * 300).astype(np.float32)))
+    deep = deep[np.asarray(deep.X.sum(1)).ravel() > 0].copy()
+    model = _train(deep)
+    s = model.shrinkage
+    assert s.estimate == "geometric"
+    assert s.geo_scale == np.median(model._library) > 1e5
+    assert s.selection["geometric"][0] < s.selection["geometric@10000"][0]
     # Poisson counts around 3 group means: the mean is the typical value, arithmetic wins
     groups = rng.integers(0, 3, 300)
     means = rng.gamma(2.0, 1.0, size=(3, 60)) * 3

@@ -56,11 +56,14 @@ def test_writes_documented_keys(small):
         "n_genes",
         "shrinkage_weights",
         "estimate",
+        "geo_scale",
     }
     w = uns["shrinkage_weights"]
     assert w.shape == (100,)
     assert set(np.unique(w)) <= {0.0, 1.0}
     assert uns["estimate"] in ("arithmetic", "geometric")
+    lib = np.asarray(small.X.sum(1)).ravel()
+    assert uns["geo_scale"] in (1e4, pytest.approx(float(np.median(lib)), rel=1e-6))
     assert uns["n_epochs"] == len(uns["history"]["train_loss"]) == 3
     assert uns["device"] == "cpu"
     # params record every argument
