@@ -377,7 +377,10 @@ def corrupt(adata: ad.AnnData, frac: float = 0.1, seed: int = 0):
         new_idx = np.cumsum(keep) - 1
         r, c, x = new_idx[r[sel]], c[sel], x[sel]
         Xc = Xc[keep]
-    return ad.AnnData(Xc, var=adata.var[[]].copy()), r, c, x
+    kept = np.flatnonzero(keep)
+    out = ad.AnnData(Xc, obs=adata.obs.iloc[kept].copy(), var=adata.var[[]].copy())
+    out.uns["kept_cells"] = kept  # rows of ``adata`` (cells left with no count are dropped)
+    return out, r, c, x
 
 
 def knn_smooth(Xc: sparse.csr_matrix, k: int = 15) -> np.ndarray:
@@ -435,6 +438,78 @@ def cidr_implicit(Xc: sparse.csr_matrix, r: np.ndarray, c: np.ndarray, nbrs: np.
     pred_log[ok] = PL[nb[r[ok]], g[ok, None]].mean(axis=1)
     lib = ld.library_size
     return (np.exp2(pred_log) - 1.0) * lib[r] / 1e6, (float(fit.a), float(fit.b))
+
+
+def type_oracle(
+    X: sparse.csr_matrix, corrupted: ad.AnnData, r: np.ndarray, c: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Label-informed ceilings for the held-out entries ``(r, c)`` of ``corrupted``.
+
+    NOT imputation methods: they use the true cell types and the uncorrupted counts ``X`` of
+    the other cells (never the held-out entry itself). Each held-out entry is predicted by the
+    average over the other cells of its cell type of their library shares of the gene (the
+    uncorrupted library), times the cell's corrupted library: the arithmetic mean ("mean"),
+    or the mean in ``log1p(share · s)`` space mapped back ("geometric"), ``s`` the median
+    library (one count in a typical cell, the target of ``sc.pp.normalize_total`` by default).
+    What any estimate of expression from cell type alone can reach.
+    """
+    X = sparse.csr_matrix(X[corrupted.uns["kept_cells"]], dtype=np.float64)
+    lib = np.asarray(X.sum(1)).ravel()
+    lib_c = np.asarray(corrupted.X.sum(1)).ravel()
+    _, t = np.unique(corrupted.obs["cell_type"].astype(str).to_numpy(), return_inverse=True)
+    n_t = np.bincount(t)
+    shares = sparse.csr_matrix(sparse.diags(1.0 / lib) @ X)
+    s = float(np.median(lib))
+    out = {}
+    for name, scale in [("mean", None), ("geometric", s)]:
+        V = shares.copy()
+        if scale is not None:
+            V.data = np.log1p(V.data * scale)
+        sums = np.stack([np.asarray(V[t == k].sum(0)).ravel() for k in range(len(n_t))])
+        own = np.asarray(V[r, c]).ravel()
+        avg = (sums[t[r], c] - own) / np.maximum(n_t[t[r]] - 1, 1)  # leave the cell out
+        out[name] = (avg if scale is None else np.expm1(avg) / scale) * lib_c[r]
+    return out
+
+
+def run_oracle(names: list[str]) -> pd.DataFrame:
+    """``oracle`` part: :func:`type_oracle` on the imputation benchmark's held-out split."""
+    rows = []
+    for name in names:
+        adata = load(name)
+        corrupted, r, c, x = corrupt(adata)
+        for method, pred in type_oracle(adata.X, corrupted, r, c).items():
+            rows.append(
+                {"dataset": name, "n_heldout": len(x), "method": method, **impute_metrics(x, pred)}
+            )
+        print(pd.DataFrame(rows[-2:]).to_string(), flush=True)
+    return merge_rows(pd.DataFrame(rows), "bench_autoencoder_oracle.csv")
+
+
+def run_seeds(names: list[str], seeds: list[int], **ae_kw) -> pd.DataFrame:
+    """``seeds`` part: the default imputation of models with other ``random_state`` values.
+
+    Same corrupted matrix and held-out entries as ``impute`` (seed 0 of the split); only the
+    model's seed changes (initialisation, minibatch order, masks, validation cells).
+    """
+    rows = []
+    for name in names:
+        adata = load(name)
+        corrupted, r, c, x = corrupt(adata)
+        for seed in seeds:
+            model = sd.models.DropoutAutoencoder(corrupted, random_state=seed, **ae_kw)
+            model.train(progress_bar=False)
+            pred = model.get_imputed()[r, c]
+            rows.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "estimate": model.shrinkage.estimate,
+                    **impute_metrics(x, pred),
+                }
+            )
+            print(rows[-1], flush=True)
+    return merge_rows(pd.DataFrame(rows), "bench_autoencoder_seeds.csv")
 
 
 def spearman_pairs(M: np.ndarray, alpha: float = 0.05) -> int:
@@ -610,6 +685,81 @@ def impute_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+BASELINES = ("zero", "gene mean", "kNN smoothing", "CIDR implicit")
+
+
+def _pair(row: pd.Series) -> str:
+    r = "n/a" if not np.isfinite(row["pearson"]) else f"{row['pearson']:.3f}"
+    return f"{row['median_ae']:.3f} / {r}"
+
+
+def oracle_table(oracle: pd.DataFrame, impute: pd.DataFrame) -> str:
+    """Zero, the best baselines and the AE next to the cell-type ceilings (median AE / r)."""
+    lines = [
+        "| dataset | held-out | zero | best baseline, median AE | best baseline, Pearson | AE "
+        "| cell-type mean (oracle) | cell-type geometric (oracle) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, o in oracle.groupby("dataset", sort=False):
+        imp = impute[impute["dataset"] == name].set_index("method")
+        if "AE" not in imp.index:
+            continue
+        base = imp.loc[[m for m in BASELINES if m in imp.index]]
+        best_ae = base["median_ae"].idxmin()
+        best_r = base["pearson"].idxmax()
+        o = o.set_index("method")
+        lines.append(
+            f"| {name} | {int(o['n_heldout'].iloc[0])} | {_pair(imp.loc['zero'])} | "
+            f"{imp.loc[best_ae, 'median_ae']:.3f} ({best_ae}) | "
+            f"{imp.loc[best_r, 'pearson']:.3f} ({best_r}) | {_pair(imp.loc['AE'])} | "
+            f"{_pair(o.loc['mean'])} | {_pair(o.loc['geometric'])} |"
+        )
+    return "\n".join(lines)
+
+
+def seeds_table(seeds: pd.DataFrame, impute: pd.DataFrame) -> str:
+    """The default imputation per model seed (seed 0 from ``impute``) vs the best baselines."""
+    lines = []
+    for name, g in seeds.groupby("dataset", sort=False):
+        imp = impute[impute["dataset"] == name].set_index("method")
+        if "AE" not in imp.index:
+            continue
+        base = imp.loc[[m for m in BASELINES if m in imp.index]]
+        runs = pd.concat(
+            [pd.DataFrame([{"seed": 0, **imp.loc["AE"][["median_ae", "pearson"]]}]), g],
+            ignore_index=True,
+        ).sort_values("seed")
+        if not lines:
+            cols = " | ".join(f"seed {int(v)}" for v in runs["seed"])
+            lines = [
+                f"| dataset | {cols} | mean | best baseline median AE | best baseline Pearson |",
+                "|---|" + "---:|" * (len(runs) + 3),
+            ]
+        cells = " | ".join(_pair(row) for _, row in runs.iterrows())
+        lines.append(
+            f"| {name} | {cells} | {runs['median_ae'].mean():.3f} / {runs['pearson'].mean():.4f} "
+            f"| {base['median_ae'].min():.3f} ({base['median_ae'].idxmin()}) "
+            f"| {base['pearson'].max():.4f} ({base['pearson'].idxmax()}) |"
+        )
+    return "\n".join(lines)
+
+
+ORACLE_NOTE = """\
+#### What cell types alone allow (median AE / Pearson of log1p, same held-out entries)
+
+`python benchmarks/bench_autoencoder.py oracle report`. The two oracle columns are ceilings,
+not methods: each held-out count is predicted from the OTHER cells of its true cell type,
+using their uncorrupted counts (the average of their library shares of the gene, times the
+cell's library; "geometric" averages log1p(share x median library)). They show what an
+estimate of expression from cell type alone can reach."""
+
+SEEDS_NOTE = """\
+#### Model seeds: the default imputation with random_state 0-3 (median AE / Pearson of log1p)
+
+`python benchmarks/bench_autoencoder.py seeds report [--seeds 1 2 3]`: the same corrupted
+matrix and held-out entries as the table above (seed 0 of the split, seed 0 column from it);
+only the model's seed changes (initialisation, minibatch order, masks, validation cells)."""
+
 SCREEN_NOTE = """\
 `python benchmarks/bench_autoencoder.py screen --tag TAG --scale-input false|true [--n-latent 32]
 [--mask-rate 0] --datasets ...`. Tags: `defaults` (the previous defaults: n_latent 10,
@@ -749,8 +899,10 @@ def main(argv: list[str] | None = None) -> int:
         "parts",
         nargs="*",
         default=["speed", "cluster", "impute"],
-        help="speed, cluster, impute, false, screen; 'report' only rebuilds the section",
+        help="speed, cluster, impute, oracle, seeds, false, screen; 'report' only rebuilds "
+        "the section",
     )
+    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3], help="(seeds)")
     parser.add_argument("--datasets", nargs="*", default=DATASETS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (cluster, impute)")
     parser.add_argument("--likelihood", default="nb")
@@ -802,6 +954,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "impute" in args.parts:
         run_impute(args.datasets, **ae_kw)
+    if "oracle" in args.parts:
+        run_oracle(args.datasets)
+    if "seeds" in args.parts:
+        run_seeds(args.datasets, args.seeds, **ae_kw)
     if "false" in args.parts:
         run_false_signal(args.false_datasets, **ae_kw)
     if "screen" in args.parts:
@@ -833,6 +989,22 @@ def main(argv: list[str] | None = None) -> int:
             "",
             impute_table(df),
         ]
+    if (OUT / "bench_autoencoder_impute.csv").exists():
+        imp = pd.read_csv(OUT / "bench_autoencoder_impute.csv")
+        if (OUT / "bench_autoencoder_oracle.csv").exists():
+            sections += [
+                "",
+                ORACLE_NOTE,
+                "",
+                oracle_table(pd.read_csv(OUT / "bench_autoencoder_oracle.csv"), imp),
+            ]
+        if (OUT / "bench_autoencoder_seeds.csv").exists():
+            sections += [
+                "",
+                SEEDS_NOTE,
+                "",
+                seeds_table(pd.read_csv(OUT / "bench_autoencoder_seeds.csv"), imp),
+            ]
     if (OUT / "bench_autoencoder_screen.csv").exists():
         df = pd.read_csv(OUT / "bench_autoencoder_screen.csv")
         sections += [
