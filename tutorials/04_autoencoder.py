@@ -79,9 +79,11 @@ print(f"{adata.n_obs} cells, {len(genes)} dropout genes, {k} planted groups")
 
 # %% [markdown]
 # ## Train
-# One call trains the model on the raw counts of the selected genes and stores the bottleneck
-# as `obsm["X_dae"]`. With `impute=True, mc_samples=T` it also stores the denoised counts and
-# their Monte-Carlo-dropout standard deviation in `layers["dae_imputed"]` and
+# One call trains the model on the raw counts of the selected genes and stores the bottleneck,
+# averaged over each cell's 15 nearest neighbours in the latent space (`smooth_latent=15`; 0
+# keeps the encoder's output), as `obsm["X_dae"]`. With `impute=True, mc_samples=T` it also
+# stores the denoised counts and their Monte-Carlo-dropout standard deviation in
+# `layers["dae_imputed"]` and
 # `layers["dae_imputed_sd"]` (NaN for genes the model did not see). The loss history lands in
 # `uns["dae"]["history"]`: mean negative log-likelihood per cell on the training cells and on
 # the 10% held out for early stopping.

@@ -242,6 +242,24 @@ class _Reference:
         return torch.cat(out)
 
 
+def neighbor_average(z: np.ndarray, k: int) -> np.ndarray:
+    """Return each row of ``z`` averaged with its ``k`` nearest Euclidean neighbours (float32).
+
+    The neighbours are searched among the rows of ``z`` (:func:`latent_neighbors`, the row
+    itself excluded); the average weighs the row and each neighbour equally, ``1 / (k + 1)``.
+    ``k`` is capped at ``n − 1``; with ``k < 1`` (or a single row) ``z`` comes back unchanged.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    n = z.shape[0]
+    k = min(int(k), n - 1)
+    if k < 1:
+        return z.copy()
+    zt = torch.from_numpy(z)
+    idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
+    W = _averaging(np.concatenate([np.arange(n)[:, None], idx], axis=1), n)
+    return np.asarray(W @ z.astype(np.float64), dtype=np.float32)
+
+
 def _averaging(idx: np.ndarray, n_ref: int) -> sparse.csr_matrix:
     """Row-stochastic sparse matrix averaging the ``idx`` rows of a reference."""
     n, k = idx.shape

@@ -17,7 +17,14 @@ from scdropout._settings import settings
 from scdropout._utils import check_adata, check_choice, check_memory, check_positive_int, warn
 
 from ._data import CountDataset, GeneSpec, Registry, align, batch_loader, input_moments, register
-from ._impute import ESTIMATES, Shrinkage, fit_shrinkage, neighbor_shares, shrink_mean
+from ._impute import (
+    ESTIMATES,
+    Shrinkage,
+    fit_shrinkage,
+    neighbor_average,
+    neighbor_shares,
+    shrink_mean,
+)
 from ._module import DROPOUT_KINDS, DROPOUT_MODULES, LIKELIHOODS, DropoutAENet
 from ._seed import seed_from, seeded
 from ._train import History, cpu_threads, default_max_epochs, split_indices, train_loop
@@ -590,7 +597,7 @@ class DropoutAutoencoder:
         return out.mu + out.mu * out.mu / out.theta
 
     def get_latent(
-        self, adata: Any = None, *, mc_samples: int = 0
+        self, adata: Any = None, *, mc_samples: int = 0, smooth: int = 0
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Return the embedding (cells × ``n_latent``, float32), computed batch by batch.
 
@@ -602,6 +609,12 @@ class DropoutAutoencoder:
         mc_samples
             0 for the deterministic embedding (dropout off); T > 0 runs T passes with dropout
             on and returns their mean and per-entry standard deviation.
+        smooth
+            0 returns the encoder's output. k > 0 averages each cell's position with those of
+            its k nearest neighbours in the latent space, searched among the cells embedded
+            (weights ``1 / (k + 1)``): a denoised embedding for clustering, which depends on
+            the other cells passed (``tl.autoencoder`` uses k = 15; benchmarks/RESULTS.md).
+            Deterministic embedding only (``mc_samples=0``).
 
         Returns
         -------
@@ -611,9 +624,21 @@ class DropoutAutoencoder:
         ------
         ValueError
             ``adata`` lacks some of the model's genes (the message says how many), or its counts
-            are invalid.
+            are invalid; ``smooth`` is negative or combined with ``mc_samples``.
         """
-        return self._run(adata, mc_samples, "latent")
+        check_positive_int(smooth, name="smooth", minimum=0)
+        check_positive_int(mc_samples, name="mc_samples", minimum=0)
+        if smooth and mc_samples:
+            msg = (
+                f"`smooth={smooth!r}` averages the deterministic embedding; pass "
+                "`mc_samples=0` with it (or `smooth=0` for MC-dropout passes)."
+            )
+            raise ValueError(msg)
+        z = self._run(adata, mc_samples, "latent")
+        if smooth:
+            with cpu_threads(self.device):
+                z = neighbor_average(z, smooth)  # type: ignore[arg-type]
+        return z
 
     def get_imputed(
         self,

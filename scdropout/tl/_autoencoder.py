@@ -68,6 +68,7 @@ def autoencoder(
     lr: float = 1e-3,
     early_stopping: bool = True,
     device: str | torch.device = "auto",
+    smooth_latent: int = 15,
     impute: bool = False,
     shrink: bool = True,
     estimate: Literal["auto", "arithmetic", "geometric"] = "auto",
@@ -81,7 +82,8 @@ def autoencoder(
     """Embed cells (and optionally impute counts) with a dropout-regularised count autoencoder.
 
     Trains :class:`scdropout.models.DropoutAutoencoder` on the raw counts and stores its
-    bottleneck as an embedding, so that ``sc.pp.neighbors(adata, use_rep="X_dae")`` works. The
+    bottleneck, averaged over each cell's latent neighbours (``smooth_latent``), as an
+    embedding, so that ``sc.pp.neighbors(adata, use_rep="X_dae")`` works. The
     model follows DCA (Eraslan et al. 2019) and scVI's layout and optimiser (Lopez et al. 2018):
     NB/ZINB/Poisson reconstruction of the counts from ``log1p`` of library-normalised input,
     regularised by hidden-layer dropout, input dropout and count masking (a fraction of observed
@@ -159,6 +161,15 @@ def autoencoder(
         ``"geometric"`` (latent-neighbour counts averaged in log space; a typical count, below
         the mean for skewed counts such as plate read counts). See
         :meth:`scdropout.models.DropoutAutoencoder.get_imputed`.
+    smooth_latent
+        Average each cell's latent position with those of its ``smooth_latent`` nearest
+        neighbours in the latent space (equal weights; 0 stores the encoder's output,
+        ``model.get_latent()``). Over the 8 labelled count sets of benchmarks/RESULTS.md
+        (seeds 0-3) the average over 15 neighbours raised the mean ARI at the true k from
+        0.639 to 0.656 (Ward), 0.637 to 0.639 (Leiden) and 0.600 to 0.629 (k-means), and Ward
+        NMI from 0.726 to 0.744 (50 PCs: 0.622 / 0.569 / 0.581, NMI 0.753). The cost is one
+        latent nearest-neighbour search over all cells (about 80 s at 100,000 cells on 2 CPU
+        threads, under 1 s below 10,000).
     mc_samples
         With ``impute``: number of Monte-Carlo-dropout passes for the imputed mean and its
         per-entry standard deviation; 0 stores the deterministic mean and no sd.
@@ -183,7 +194,7 @@ def autoencoder(
     None, or the modified copy when ``copy=True``. With ``k = key_added``, writes
 
     ``adata.obsm[f"X_{k}"]``: float32, cells × ``n_latent``
-        The embedding (dropout off).
+        The embedding (dropout off), smoothed over ``smooth_latent`` latent neighbours.
     ``adata.layers[f"{k}_imputed"]``: float32, cells × genes (only with ``impute=True``)
         Denoised expected counts on the scale of the cell's library size (the MC-dropout mean
         when ``mc_samples > 0``; shrunk as described under ``shrink``); NaN for genes left
@@ -247,6 +258,7 @@ def autoencoder(
     check_positive_int(max_epochs, name="max_epochs", allow_none=True)
     check_positive_int(batch_size, name="batch_size", minimum=2)
     check_positive_int(mc_samples, name="mc_samples", minimum=0)
+    check_positive_int(smooth_latent, name="smooth_latent", minimum=0)
     check_choice(estimate, name="estimate", choices=("auto", "arithmetic", "geometric"))
     if mc_samples and not impute:
         msg = f"`mc_samples={mc_samples!r}` needs `impute=True` (it sets the imputed sd)."
@@ -300,7 +312,7 @@ def autoencoder(
         early_stopping=early_stopping,
         progress_bar=progress_bar,
     )
-    latent = model.get_latent()
+    latent = model.get_latent(smooth=int(smooth_latent))
     layers: dict[str, np.ndarray] = {}
     if impute:
         res = model.get_imputed(
@@ -336,6 +348,7 @@ def autoencoder(
             "lr": float(lr),
             "early_stopping": bool(early_stopping),
             "device": str(device),
+            "smooth_latent": int(smooth_latent),
             "impute": bool(impute),
             "shrink": bool(shrink),
             "estimate": estimate,

@@ -171,6 +171,26 @@ def test_neighbor_helpers_match_brute_force():
         np.testing.assert_allclose(got, _reference_geometric(z, counts, lib, 5, 30.0), rtol=1e-4)
 
 
+def test_smoothed_latent_averages_each_cell_with_its_neighbours(models):
+    from scdropout.models._impute import neighbor_average
+
+    model, _ = models
+    z = model.get_latent()
+    idx = _neighbors(z, 5)
+    expected = (z.astype(np.float64) + z[idx].sum(1)) / 6
+    np.testing.assert_allclose(model.get_latent(smooth=5), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.get_latent(smooth=0), z)
+    # k is capped at n - 1 cells; one cell comes back unchanged
+    np.testing.assert_allclose(
+        neighbor_average(z[:3], 10), np.tile(z[:3].mean(0), (3, 1)), rtol=1e-5
+    )
+    np.testing.assert_array_equal(neighbor_average(z[:1], 10), z[:1])
+    with pytest.raises(ValueError, match="mc_samples=0"):
+        model.get_latent(smooth=5, mc_samples=2)
+    with pytest.raises(ValueError, match="smooth"):
+        model.get_latent(smooth=-1)
+
+
 def test_shrinkage_is_seeded(planted, models):
     real, _ = planted
     model, _ = models

@@ -174,6 +174,21 @@ def test_same_seed_same_embedding(small):
     np.testing.assert_array_equal(a.obsm["X_dae"], b.obsm["X_dae"])
 
 
+def test_embedding_is_the_latent_averaged_over_its_neighbours(small):
+    """X_dae = each cell's latent position averaged with its 15 nearest (equal weights)."""
+    raw, smooth = small.copy(), small.copy()
+    sd.tl.autoencoder(raw, smooth_latent=0, **FAST)
+    sd.tl.autoencoder(smooth, **FAST)
+    assert smooth.uns["dae"]["params"]["smooth_latent"] == 15
+    z = raw.obsm["X_dae"].astype(np.float64)
+    d = ((z[:, None] - z[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, -1.0)  # the cell itself comes first
+    idx = np.argsort(d, axis=1, kind="stable")[:, :16]
+    np.testing.assert_allclose(smooth.obsm["X_dae"], z[idx].mean(1), rtol=1e-5, atol=1e-6)
+    # it pulls cells towards their neighbours: the spread shrinks
+    assert smooth.obsm["X_dae"].var(0).sum() < z.var(0).sum()
+
+
 def test_key_added_renames_every_key(small):
     sd.tl.autoencoder(small, key_added="ae2", impute=True, mc_samples=2, **FAST)
     assert "X_ae2" in small.obsm
@@ -227,6 +242,8 @@ def test_neighbors_on_embedding(small):
         ({"genes": []}, ValueError, "no genes"),
         ({"device": "tpu9"}, ValueError, "device"),
         ({"impute": True, "estimate": "median"}, ValueError, "estimate"),
+        ({"smooth_latent": -1}, ValueError, "smooth_latent"),
+        ({"smooth_latent": 2.5}, TypeError, "smooth_latent"),
     ],
 )
 def test_bad_arguments_raise_before_work(small, kwargs, exc, match):
