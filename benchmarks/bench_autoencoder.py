@@ -908,6 +908,11 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
   cellbench_dropseq 7.8 vs 22.7, mouse_bladder 47.9 vs 125.2, zeisel 107.4 vs 128.6,
   worm_neuron 55.8 vs 152.2, cbmc_citeseq 45.4 vs 62.5 (65.6 s in the previous session, before
   the gate fit was made cheaper). Faster on all 8 count sets.
+  Rerun 2026-12-01 (fourth session, quiet machine, 2 threads) with the embedding tl.autoencoder
+  now stores (`get_latent(smooth=15)`): deng 9.1 (first set of the run) vs 32.1, pollen 2.1 vs
+  9.5, cellbench_celseq2 11.6 vs 25.1, cellbench_dropseq 7.7 vs 22.7, mouse_bladder 52.8 vs
+  125.2, zeisel 111.7 vs 128.6, worm_neuron 55.6 vs 152.2, cbmc_citeseq 48.7 vs 62.5: still
+  faster on all 8.
 - zeisel (added 2026-12-01): false signals 0 pairs for the default (0 of 2,000 genes gated
   in on permuted counts) vs 10,204 for kNN smoothing and 16,332 unshrunk (47 on the permuted
   counts themselves).

@@ -316,7 +316,8 @@ def geo_scales(library: np.ndarray) -> tuple[float, ...]:
     average is nearly arithmetic at low counts.
     """
     median = float(np.median(np.asarray(library, dtype=np.float64)))
-    return (GEO_SCALE,) if np.isclose(median, GEO_SCALE) else (GEO_SCALE, median)
+    # within 0.1% the two are one candidate (and their `f"{s:g}"` selection keys never collide)
+    return (GEO_SCALE,) if np.isclose(median, GEO_SCALE, rtol=1e-3) else (GEO_SCALE, median)
 
 
 def neighbor_shares(
