@@ -693,6 +693,14 @@ def _pair(row: pd.Series, digits: int = 3) -> str:
     return f"{row['median_ae']:.3f} / {r}"
 
 
+def _with_baselines(impute: pd.DataFrame, name: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """``name``'s imputation rows by method and its baseline rows; None without an AE row."""
+    imp = impute[impute["dataset"] == name].set_index("method")
+    if "AE" not in imp.index:
+        return None
+    return imp, imp.loc[[m for m in BASELINES if m in imp.index]]
+
+
 def oracle_table(oracle: pd.DataFrame, impute: pd.DataFrame) -> str:
     """Zero, the best baselines and the AE next to the cell-type ceilings (median AE / r)."""
     lines = [
@@ -701,10 +709,10 @@ def oracle_table(oracle: pd.DataFrame, impute: pd.DataFrame) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, o in oracle.groupby("dataset", sort=False):
-        imp = impute[impute["dataset"] == name].set_index("method")
-        if "AE" not in imp.index:
+        found = _with_baselines(impute, name)
+        if found is None:
             continue
-        base = imp.loc[[m for m in BASELINES if m in imp.index]]
+        imp, base = found
         best_ae = base["median_ae"].idxmin()
         best_r = base["pearson"].idxmax()
         o = o.set_index("method")
@@ -721,10 +729,10 @@ def seeds_table(seeds: pd.DataFrame, impute: pd.DataFrame) -> str:
     """The default imputation per model seed (seed 0 from ``impute``) vs the best baselines."""
     lines = []
     for name, g in seeds.groupby("dataset", sort=False):
-        imp = impute[impute["dataset"] == name].set_index("method")
-        if "AE" not in imp.index:
+        found = _with_baselines(impute, name)
+        if found is None:
             continue
-        base = imp.loc[[m for m in BASELINES if m in imp.index]]
+        imp, base = found
         runs = pd.concat(
             [pd.DataFrame([{"seed": 0, **imp.loc["AE"][["median_ae", "pearson"]]}]), g],
             ignore_index=True,
@@ -1008,29 +1016,20 @@ def main(argv: list[str] | None = None) -> int:
             (OUT / "bench_autoencoder_cluster_prev.md").read_text().rstrip(),
         ]
     if (OUT / "bench_autoencoder_impute.csv").exists():
-        df = pd.read_csv(OUT / "bench_autoencoder_impute.csv")
+        imp = pd.read_csv(OUT / "bench_autoencoder_impute.csv")
         sections += [
             "",
             "### Held-out imputation (ALGORITHMS.md §7: 10% of each cell's non-zeros, seed 0)",
             "",
-            impute_table(df),
+            impute_table(imp),
         ]
-    if (OUT / "bench_autoencoder_impute.csv").exists():
-        imp = pd.read_csv(OUT / "bench_autoencoder_impute.csv")
-        if (OUT / "bench_autoencoder_oracle.csv").exists():
-            sections += [
-                "",
-                ORACLE_NOTE,
-                "",
-                oracle_table(pd.read_csv(OUT / "bench_autoencoder_oracle.csv"), imp),
-            ]
-        if (OUT / "bench_autoencoder_seeds.csv").exists():
-            sections += [
-                "",
-                SEEDS_NOTE,
-                "",
-                seeds_table(pd.read_csv(OUT / "bench_autoencoder_seeds.csv"), imp),
-            ]
+        # tables set against the imputation rows: the cell-type ceilings, other model seeds
+        for fname, note, table in [
+            ("bench_autoencoder_oracle.csv", ORACLE_NOTE, oracle_table),
+            ("bench_autoencoder_seeds.csv", SEEDS_NOTE, seeds_table),
+        ]:
+            if (OUT / fname).exists():
+                sections += ["", note, "", table(pd.read_csv(OUT / fname), imp)]
     if (OUT / "bench_autoencoder_screen.csv").exists():
         df = pd.read_csv(OUT / "bench_autoencoder_screen.csv")
         sections += [
