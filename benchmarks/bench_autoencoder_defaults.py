@@ -34,7 +34,14 @@ from _results import write_section
 import scdropout as sd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_autoencoder import DATASETS, OUT, cluster_scores, load, pca_embedding
+from bench_autoencoder import (
+    DATASETS,
+    OUT,
+    SMOOTH_LATENT,
+    cluster_scores,
+    load,
+    pca_embedding,
+)
 
 CSV = OUT / "bench_autoencoder_defaults.csv"
 PCA_CSV = OUT / "bench_autoencoder_defaults_pca.csv"
@@ -57,7 +64,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 #: tag -> ``get_latent(smooth=k)``: ``current`` scores the embedding ``tl.autoencoder`` stores
 #: (smooth_latent=15, the default since 2026-12-01, fourth session); every other tag the raw
 #: encoder output (``raw`` = the defaults before that)
-SMOOTH = {"current": 15}
+SMOOTH = {"current": SMOOTH_LATENT}
 METRICS = ["ward_ari", "leiden_ari", "kmeans_ari", "ward_nmi", "leiden_nmi", "kmeans_nmi"]
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from _results import write_section
+from bench_autoencoder import SMOOTH_LATENT
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
@@ -47,7 +48,6 @@ ROWS = HERE / "_out" / "bench_autoencoder_scale.json"
 SECTION = "bench_autoencoder_scale"
 N_GENES = 2000
 N_GROUPS = 8
-SMOOTH = 15  # tl.autoencoder's smooth_latent
 
 
 def timed_train_loop() -> list[float]:
@@ -81,7 +81,7 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
         model = sd.models.DropoutAutoencoder(adata)
         hist = model.train(max_epochs=max_epochs, device=device, progress_bar=False)
         w1, c1 = time.perf_counter(), time.process_time()
-        latent = model.get_latent(smooth=SMOOTH)
+        latent = model.get_latent(smooth=SMOOTH_LATENT)
         w2 = time.perf_counter()
     n_train = round(n_cells * 0.9)
     km = KMeans(n_clusters=N_GROUPS, n_init=10, random_state=0).fit_predict(latent)

@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bench_autoencoder import DATASETS, SHARED, load
+from bench_autoencoder import DATASETS, SHARED, SMOOTH_LATENT, load
 
 import scdropout as sd
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         model = sd.models.DropoutAutoencoder(adata, random_state=0)
         hist = model.train(progress_bar=False)
-        model.get_latent(smooth=15)  # the embedding tl.autoencoder stores (smooth_latent=15)
+        model.get_latent(smooth=SMOOTH_LATENT)  # the embedding tl.autoencoder stores
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         peer = peers.get(name)
         print(
