@@ -168,8 +168,8 @@ def autoencoder(
         (seeds 0-3) the average over 15 neighbours raised the mean ARI at the true k from
         0.639 to 0.656 (Ward), 0.637 to 0.639 (Leiden) and 0.600 to 0.629 (k-means), and Ward
         NMI from 0.726 to 0.744 (50 PCs: 0.622 / 0.569 / 0.581, NMI 0.753). The cost is one
-        latent nearest-neighbour search over all cells (about 80 s at 100,000 cells on 2 CPU
-        threads, under 1 s below 10,000).
+        latent nearest-neighbour search over all cells: ``get_latent(smooth=15)`` took 68 s
+        at 100,000 cells on 2 CPU threads, encoder pass included (bench_autoencoder_scale).
     mc_samples
         With ``impute``: number of Monte-Carlo-dropout passes for the imputed mean and its
         per-entry standard deviation; 0 stores the deterministic mean and no sd.
