@@ -242,20 +242,47 @@ class _Reference:
         return torch.cat(out)
 
 
-def neighbor_average(z: np.ndarray, k: int) -> np.ndarray:
+def self_neighbors(z: np.ndarray, k: int) -> np.ndarray | None:
+    """Return the ``k`` nearest neighbours of each row of ``z`` among its other rows (n × k).
+
+    :func:`latent_neighbors` with the row itself excluded, nearest first; ``k`` is capped at
+    ``n − 1``, and None comes back when that leaves no neighbour.
+    """
+    n = z.shape[0]
+    k = min(int(k), n - 1)
+    if k < 1:
+        return None
+    zt = torch.as_tensor(z)
+    return latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
+
+
+def _first(neighbors: np.ndarray | None, z: np.ndarray, k: int) -> np.ndarray | None:
+    """Return the first ``k`` columns of ``neighbors``, or search ``z`` when it is None.
+
+    ``neighbors`` is :func:`self_neighbors` output for ``k`` or more (``k`` capped at n − 1).
+    """
+    if neighbors is None:
+        return self_neighbors(z, k)
+    k = min(int(k), z.shape[0] - 1)
+    if neighbors.shape[1] < k:
+        msg = f"{neighbors.shape[1]} neighbours per cell were passed, {k} are needed."
+        raise ValueError(msg)
+    return neighbors[:, :k] if k >= 1 else None
+
+
+def neighbor_average(z: np.ndarray, k: int, *, neighbors: np.ndarray | None = None) -> np.ndarray:
     """Return each row of ``z`` averaged with its ``k`` nearest Euclidean neighbours (float32).
 
-    The neighbours are searched among the rows of ``z`` (:func:`latent_neighbors`, the row
-    itself excluded); the average weighs the row and each neighbour equally, ``1 / (k + 1)``.
+    The neighbours are searched among the rows of ``z`` (:func:`self_neighbors`, the row
+    itself excluded), or taken from the first ``k`` columns of ``neighbors`` (its output for
+    ``k`` or more); the average weighs the row and each neighbour equally, ``1 / (k + 1)``.
     ``k`` is capped at ``n − 1``; with ``k < 1`` (or a single row) ``z`` comes back unchanged.
     """
     z = np.asarray(z, dtype=np.float32)
     n = z.shape[0]
-    k = min(int(k), n - 1)
-    if k < 1:
+    idx = _first(neighbors, z, k)
+    if idx is None:
         return z.copy()
-    zt = torch.from_numpy(z)
-    idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
     W = _averaging(np.concatenate([np.arange(n)[:, None], idx], axis=1), n)
     return np.asarray(W @ z.astype(np.float64), dtype=np.float32)
 
@@ -329,6 +356,7 @@ def neighbor_shares(
     *,
     geometric: bool = False,
     geo_scale: float = GEO_SCALE,
+    neighbors: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return ``(M + S) / L``, or ``G / L`` with ``geometric``, of every cell (cells × genes, float32).
 
@@ -336,20 +364,19 @@ def neighbor_shares(
     neighbours' libraries, over the ``k`` nearest neighbours in ``z`` (the cell excluded);
     ``G/L`` averages the counts' shares in ``log1p(share · geo_scale)`` space and maps back.
     A single cell has no neighbours; its own ``μ/L`` then stands in for each average. ``mu`` is
-    not used (and may be None) for the geometric estimate of two or more cells. Works in blocks
-    of rows: besides the result, one cells × genes float32 array of shares is allocated.
+    not used (and may be None) for the geometric estimate of two or more cells. ``neighbors``,
+    :func:`self_neighbors` of ``z`` for ``k`` or more, saves the search. Works in blocks of
+    rows: besides the result, one cells × genes float32 array of shares is allocated.
     """
     n = z.shape[0]
-    k = min(k, n - 1)
     lib = np.asarray(library, dtype=np.float64)
 
     def model_share() -> np.ndarray:
         return np.asarray(mu, dtype=np.float32) / lib[:, None].astype(np.float32)
 
-    if k < 1:  # a single cell has no neighbours: M = S = G = μ, so the stack is the model's mean
+    idx = _first(neighbors, z, k)
+    if idx is None:  # a single cell has no neighbours: M = S = G = μ, so the stack is μ
         return model_share() if geometric else 2.0 * model_share()
-    zt = torch.as_tensor(z)
-    idx = latent_neighbors(zt, zt, k, exclude=torch.arange(n)).numpy()
     W = _averaging(idx, n).astype(np.float32)
     if geometric:
         logs = _log_shares(_count_shares(counts, lib), geo_scale)

@@ -23,6 +23,7 @@ from ._impute import (
     fit_shrinkage,
     neighbor_average,
     neighbor_shares,
+    self_neighbors,
     shrink_mean,
 )
 from ._module import DROPOUT_KINDS, DROPOUT_MODULES, LIKELIHOODS, DropoutAENet
@@ -471,6 +472,7 @@ class DropoutAutoencoder:
         predictive: bool = False,
         shrink: bool = False,
         estimate: str = "auto",
+        neighbors: np.ndarray | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         check_positive_int(mc_samples, name="mc_samples", minimum=0)
         for name, value in [("predictive", predictive), ("shrink", shrink)]:
@@ -529,6 +531,7 @@ class DropoutAutoencoder:
                     self.shrinkage.n_neighbors,  # type: ignore[union-attr]
                     geometric=geometric,
                     geo_scale=self.shrinkage.geo_scale,  # type: ignore[union-attr]
+                    neighbors=neighbors,
                 )
             del mu0
         mean = np.empty((n, width), dtype=np.float32)
@@ -745,6 +748,37 @@ class DropoutAutoencoder:
         return self._run(
             adata, mc_samples, "mean", predictive=predictive, shrink=shrink, estimate=estimate
         )
+
+    def _embed_and_impute(
+        self, *, smooth: int, mc_samples: int, predictive: bool, shrink: bool, estimate: str
+    ) -> tuple[np.ndarray, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+        """``get_latent(smooth=smooth)`` and ``get_imputed(...)`` of the training data at once.
+
+        The same results as the two calls (up to the order of neighbours at equal distance),
+        with one latent neighbour search instead of two: the smoothing and the imputation
+        stack both average over the nearest cells of the deterministic latent.
+        """
+        check_positive_int(smooth, name="smooth", minimum=0)
+        stacked = shrink and self.shrinkage is not None and self.shrinkage.n_neighbors > 0
+        k = max(smooth, self.shrinkage.n_neighbors if stacked else 0)  # type: ignore[union-attr]
+        z = self._run(None, 0, "latent")
+        neighbors = None
+        if smooth and stacked:
+            with cpu_threads(self.device):
+                neighbors = self_neighbors(z, k)  # type: ignore[arg-type]
+        if smooth:
+            with cpu_threads(self.device):
+                z = neighbor_average(z, smooth, neighbors=neighbors)  # type: ignore[arg-type]
+        imputed = self._run(
+            None,
+            mc_samples,
+            "mean",
+            predictive=predictive,
+            shrink=shrink,
+            estimate=estimate,
+            neighbors=neighbors,
+        )
+        return z, imputed  # type: ignore[return-value]
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:

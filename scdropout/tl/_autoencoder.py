@@ -170,6 +170,8 @@ def autoencoder(
         NMI from 0.726 to 0.744 (50 PCs: 0.622 / 0.569 / 0.581, NMI 0.753). The cost is one
         latent nearest-neighbour search over all cells: ``get_latent(smooth=15)`` took 68 s
         at 100,000 cells on 2 CPU threads, encoder pass included (bench_autoencoder_scale).
+        With ``impute`` and ``shrink`` the imputation stack reuses that search (it averages
+        over the same 15 neighbours) instead of running its own.
     mc_samples
         With ``impute``: number of Monte-Carlo-dropout passes for the imputed mean and its
         per-entry standard deviation; 0 stores the deterministic mean and no sd.
@@ -312,10 +314,12 @@ def autoencoder(
         early_stopping=early_stopping,
         progress_bar=progress_bar,
     )
-    latent = model.get_latent(smooth=int(smooth_latent))
     layers: dict[str, np.ndarray] = {}
-    if impute:
-        res = model.get_imputed(
+    if not impute:
+        latent = model.get_latent(smooth=int(smooth_latent))
+    else:  # one latent neighbour search serves the smoothing and the imputation stack
+        latent, res = model._embed_and_impute(
+            smooth=int(smooth_latent),
             mc_samples=mc_samples,
             predictive=bool(predictive_sd),
             shrink=bool(shrink),

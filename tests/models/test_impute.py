@@ -191,6 +191,52 @@ def test_smoothed_latent_averages_each_cell_with_its_neighbours(models):
         model.get_latent(smooth=-1)
 
 
+@pytest.mark.parametrize("smooth", [15, 5, 25, 0])
+def test_one_neighbour_search_gives_the_separate_results(models, monkeypatch, smooth):
+    """_embed_and_impute = get_latent(smooth=k) + get_imputed(), with a single search."""
+    from scdropout.models import _impute
+
+    model, _ = models
+    z = model.get_latent(smooth=smooth)
+    calls = []
+    search = _impute.latent_neighbors
+
+    def counted(*a, **kw):
+        calls.append(a[2])
+        return search(*a, **kw)
+
+    for estimate in ("arithmetic", "geometric"):
+        mean = model.get_imputed(estimate=estimate)
+        calls.clear()
+        monkeypatch.setattr(_impute, "latent_neighbors", counted)
+        z2, mean2 = model._embed_and_impute(
+            smooth=smooth, mc_samples=0, predictive=False, shrink=True, estimate=estimate
+        )
+        monkeypatch.undo()
+        assert calls == [max(smooth, model.shrinkage.n_neighbors)]
+        np.testing.assert_array_equal(z2, z)
+        np.testing.assert_array_equal(mean2, mean)
+    # with MC passes and the predictive sd too
+    m, s = model.get_imputed(mc_samples=3, predictive=True)
+    _, (m2, s2) = model._embed_and_impute(
+        smooth=smooth, mc_samples=3, predictive=True, shrink=True, estimate="auto"
+    )
+    np.testing.assert_array_equal(m2, m)
+    np.testing.assert_array_equal(s2, s)
+
+
+def test_passed_neighbours_must_be_enough():
+    from scdropout.models._impute import neighbor_average, self_neighbors
+
+    z = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    idx = self_neighbors(z, 4)
+    assert idx.shape == (30, 4)
+    np.testing.assert_array_equal(neighbor_average(z, 3, neighbors=idx), neighbor_average(z, 3))
+    with pytest.raises(ValueError, match="4 neighbours per cell were passed, 6 are needed"):
+        neighbor_average(z, 6, neighbors=idx)
+    assert self_neighbors(z[:1], 4) is None
+
+
 def test_shrinkage_is_seeded(planted, models):
     real, _ = planted
     model, _ = models

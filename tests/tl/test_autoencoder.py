@@ -189,6 +189,24 @@ def test_embedding_is_the_latent_averaged_over_its_neighbours(small):
     assert smooth.obsm["X_dae"].var(0).sum() < z.var(0).sum()
 
 
+def test_impute_searches_latent_neighbours_once(small, monkeypatch):
+    """With impute=True the smoothing and the imputation stack share one neighbour search."""
+    from scdropout.models import _impute
+
+    plain = small.copy()
+    sd.tl.autoencoder(plain, **FAST)
+    calls = []
+    search = _impute.latent_neighbors
+    monkeypatch.setattr(
+        _impute, "latent_neighbors", lambda *a, **kw: calls.append(a[2]) or search(*a, **kw)
+    )
+    sd.tl.autoencoder(small, impute=True, **FAST)
+    monkeypatch.undo()
+    assert calls == [15]  # (the gate's fit during training searches through _Reference)
+    np.testing.assert_array_equal(small.obsm["X_dae"], plain.obsm["X_dae"])
+    assert np.isfinite(small.layers["dae_imputed"]).all()
+
+
 def test_key_added_renames_every_key(small):
     sd.tl.autoencoder(small, key_added="ae2", impute=True, mc_samples=2, **FAST)
     assert "X_ae2" in small.obsm
