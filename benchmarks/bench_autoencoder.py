@@ -801,9 +801,10 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
 
 - Speed: one epoch at 10,000 x 2,000 (defaults, 1 torch thread) went from 3.37 to 2.62 s
   CPU (process_time); wall time on this machine is dominated by the load (10.4 s at load ~24),
-  so the < 2 s wall target cannot be demonstrated here (the table was taken with the old
-  default scale_input=False; with the new default, at load ~4.5, 1 thread: 3.64 s wall,
-  2.61 s CPU per epoch). Changes: the likelihood terms that
+  so the < 2 s wall target could not be shown then. The speed table above was re-measured
+  on a quiet machine (load 1.0-1.1) at the current defaults (n_latent 32, scale_input True;
+  2026-12-01, fifth session; `python benchmarks/bench_autoencoder.py speed report`): 1.73 s
+  wall per epoch on 2 threads (under the 2 s target), 2.13 s on 1. Changes: the likelihood terms that
   vanish at x = 0 are gathered with flat `index_select` (not 2-D advanced indexing),
   `lgamma(theta)` once per gene, `sum lgamma(x+1)` precomputed per cell (a constant of the
   data), the masked-entry NLL diagnostic under `no_grad` with one `nonzero`, minibatches cut
