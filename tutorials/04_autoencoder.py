@@ -104,14 +104,7 @@ seconds_dae = time.perf_counter() - t0
 info = adata.uns["dae"]
 print(f"{info['n_epochs']} epochs (best {info['best_epoch']}) in {seconds_dae:.1f} s")
 
-fig, ax = plt.subplots(figsize=(5, 3))
-history = info["history"]
-epochs = np.arange(1, len(history["train_loss"]) + 1)
-ax.plot(epochs, history["train_loss"], label="training cells")
-ax.plot(epochs, history["val_loss"], label="validation cells")
-ax.set_xlabel("epoch")
-ax.set_ylabel("NB negative log-likelihood per cell")
-ax.legend()
+sd.pl.autoencoder_history(adata)
 plt.show()
 
 # %% [markdown]
@@ -173,25 +166,10 @@ plt.show()
 # %%
 gene = adata.var["dropout_genes_rank"].idxmin()
 j = adata.var_names.get_loc(gene)
-observed = adata.X[:, j].toarray().ravel()
-mu = adata.layers["dae_imputed"][:, j]
-mu_sd = adata.layers["dae_imputed_sd"][:, j]
-print(f"{gene}: {np.mean(observed == 0):.0%} of cells have a zero count")
+mu, mu_sd = adata.layers["dae_imputed"][:, j], adata.layers["dae_imputed_sd"][:, j]
+print(f"{gene}: median imputed μ {np.median(mu):.2f}, median MC-dropout sd {np.median(mu_sd):.3f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
-jitter = np.random.default_rng(0).uniform(-0.3, 0.3, adata.n_obs)
-axes[0].scatter(codes + jitter, observed, s=3, alpha=0.5)
-axes[0].set_title(f"{gene}: observed counts")
-axes[1].scatter(codes + jitter, mu, s=3, alpha=0.5)
-few = np.random.default_rng(1).choice(adata.n_obs, size=60, replace=False)
-axes[1].errorbar(
-    codes[few] + jitter[few], mu[few], yerr=2 * mu_sd[few], fmt="none", ecolor="k", lw=0.7
-)
-axes[1].set_title("imputed μ (± 2 MC-dropout sd)")
-for ax in axes:
-    ax.set_xticks(range(k), labels.cat.categories)
-    ax.set_xlabel("planted group")
-axes[0].set_ylabel("count")
+sd.pl.imputed_gene(adata, gene, groupby="group", n_errorbars=60)
 plt.show()
 
 # %% [markdown]

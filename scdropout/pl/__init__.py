@@ -7,15 +7,18 @@ multi-panel functions return the ``Figure``. Neither calls ``pyplot.show()`` unl
 
 from __future__ import annotations
 
+from ._autoencoder import autoencoder_history, imputed_gene
 from ._cidr import cidr_eigenvalues, cidr_thresholds
 from ._compare import compare_embeddings, compare_scores
 from ._dropout import dropout_curve, dropout_qc
 
 __all__ = [
+    "autoencoder_history",
     "cidr_eigenvalues",
     "cidr_thresholds",
     "compare_embeddings",
     "compare_scores",
     "dropout_curve",
     "dropout_qc",
+    "imputed_gene",
 ]
