@@ -490,6 +490,12 @@ def _figures(adata: Any, folder: Path, *, labels_key: str | None, compared: bool
                     pl.cidr_thresholds(adata, key=key), folder / "cidr_thresholds.png"
                 )
             break
+    # the autoencoder's training curves, when the comparison keeps tl.autoencoder's record
+    key = f"{COMPARE_KEY}_dae"
+    if isinstance(adata.uns.get(key), dict) and "history" in adata.uns[key]:
+        figs["autoencoder_history"] = _save_figure(
+            pl.autoencoder_history(adata, key=key), folder / "autoencoder_history.png"
+        )
     return figs
 
 

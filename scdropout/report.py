@@ -239,7 +239,8 @@ def render_report(
     figures
         PNG bytes by name: ``qc``, ``dropout_curve``, ``embeddings`` (coloured by cluster),
         and with labels ``embeddings_labels``, ``scores_ari``, ``scores_nmi`` (a missing one
-        gets a note); ``cidr_eigenvalues`` and ``cidr_thresholds`` only when given.
+        gets a note); ``cidr_eigenvalues``, ``cidr_thresholds`` and ``autoencoder_history``
+        only when given.
     genes
         The top of the gene ranking (rows = genes), shown as a table.
     n_selected
@@ -297,6 +298,11 @@ def render_report(
                 for name, caption in (
                     ("cidr_eigenvalues", "CIDR: variation per principal coordinate"),
                     ("cidr_thresholds", "CIDR: dropout-candidate thresholds"),
+                    (
+                        "autoencoder_history",
+                        "Autoencoder: loss per epoch on the training and validation cells "
+                        "(dashed: the epoch whose weights were kept)",
+                    ),
                 )
                 if figures.get(name)
             ),

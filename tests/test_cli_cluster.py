@@ -112,6 +112,8 @@ def test_run_writes_every_output(full_run, data):
         "embeddings_labels.png",
         "scores_ari.png",
         "scores_nmi.png",
+        "cidr_eigenvalues.png",  # from the comparison's record of tl.cidr (uns["compare_cidr"])
+        "autoencoder_history.png",  # and of tl.autoencoder (uns["compare_dae"])
     }
     assert all((full_run / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figs)
     _no_leftovers(full_run.parent)
@@ -119,6 +121,10 @@ def test_run_writes_every_output(full_run, data):
     assert res.shape == (N_CELLS, N_GENES)
     assert int(res.var["dropout_genes_selected"].sum()) == 150
     assert "compare" in res.uns
+    assert len(res.uns["compare_dae"]["history"]["train_loss"]) == 2  # --epochs 2
+    html = (full_run / "report.html").read_text()
+    assert "Autoencoder: loss per epoch" in html
+    assert "CIDR: variation per principal coordinate" in html
     assert list(res.obs["label"].astype(str)) == list(data["adata"].obs["group"].astype(str))
 
 
@@ -155,7 +161,7 @@ def test_report_is_self_contained_and_complete(full_run):
         "versions",
     ):
         assert f'<section id="{sid}">' in page
-    assert page.count('<img src="data:image/png;base64,') == 6
+    assert page.count('<img src="data:image/png;base64,') == 8  # 6 + CIDR scree + AE loss
     assert not re.search(r"https?://", page)
     assert f"{N_CELLS:,}" in page
     for step in ("load", "dropout statistics", "compare clusterings"):

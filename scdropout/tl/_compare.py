@@ -58,6 +58,8 @@ MIN_CELLS = {
 }
 #: Ward's k is chosen by Calinski-Harabasz over 2 .. min(K_MAX, n_cells - 1)
 K_MAX = 20
+#: methods whose own results record is kept as ``uns[f"{key_added}_{method}"]``
+RECORDS = ("cidr", "dae")
 #: silhouette widths are averaged over at most this many sampled cells
 SILHOUETTE_MAX_CELLS = 5000
 # arguments of the wrapped functions that compare_clusterings sets itself
@@ -438,7 +440,11 @@ def compare_clusterings(
           :func:`scdropout.get.comparison`), ``agreement`` (per rule that ran, the
           methods x methods ARI matrix in the order of ``methods``, NaN for skipped
           methods), ``skipped`` ({method: reason}), ``methods``, ``rules`` and
-          ``rules_skipped`` ({rule: reason}).
+          ``rules_skipped`` ({rule: reason});
+        - ``adata.uns['compare_cidr']`` and ``adata.uns['compare_dae']``: the record
+          ``tl.cidr`` / ``tl.autoencoder`` stored for its run (eigenvalues and n_pcs; params,
+          loss history and gate), when that method ran, so that ``pl.cidr_eigenvalues`` and
+          ``pl.autoencoder_history`` can draw them (``key="compare_cidr"``, ``"compare_dae"``).
 
     Raises
     ------
@@ -570,6 +576,7 @@ def compare_clusterings(
     rows: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     pca_cache: dict[str, Any] = {}
+    records: dict[str, Any] = {}  # tl.cidr's / tl.autoencoder's own uns record, by method
     show = bool(progress_bar) and settings.progress_bar
 
     def embed(method: str) -> np.ndarray:
@@ -593,9 +600,11 @@ def compare_clusterings(
         with _quiet_logger():
             if method == "cidr":
                 res = cidr(slim, copy=True, **{"n_jobs": n_jobs, **opts})
+                records[method] = res.uns[_keys.CIDR]
                 npc = int(res.uns[_keys.CIDR]["n_pcs"])
                 return np.asarray(res.obsm[f"X_{_keys.CIDR}"][:, :npc], dtype=np.float64)
             res = autoencoder(slim, copy=True, **opts)
+            records[method] = res.uns[_keys.DAE]
         return np.asarray(res.obsm[f"X_{_keys.DAE}"], dtype=np.float64)
 
     with thread_limit(n_jobs), threadpool_limits(limits=n_threads):
@@ -688,7 +697,10 @@ def compare_clusterings(
             for m, labs in clusters.items()
             for r in labs
         },
-        "uns": {key_added: uns},
+        "uns": {
+            key_added: uns,
+            **{f"{key_added}_{m}": records[m] for m in embeddings if m in records},
+        },
     }
 
     # (4) write everything in one block, (5) log
@@ -708,7 +720,7 @@ def _planned_keys(key: str, methods: Sequence[str], rules: Sequence[str]) -> dic
     return {
         "obsm": [f"X_{key}_{m}" for m in methods],
         "obs": [f"{key}_{m}_{r}" for m in methods for r in rules],
-        "uns": [key],
+        "uns": [key, *(f"{key}_{m}" for m in methods if m in RECORDS)],
     }
 
 

@@ -46,7 +46,7 @@ def _keys_written(key: str, methods=METHODS, rules=RULES) -> dict[str, set[str]]
     return {
         "obsm": {f"X_{key}_{m}" for m in methods},
         "obs": {f"{key}_{m}_{r}" for m in methods for r in rules},
-        "uns": {key},
+        "uns": {key, *(f"{key}_{m}" for m in methods if m in ("cidr", "dae"))},
     }
 
 
@@ -163,7 +163,7 @@ def test_written_keys_params_and_key_added(done, small):
     again = _keys_written("again")
     assert set(adata.obsm) == before["obsm"] | again["obsm"]
     assert set(adata.obs.columns) - set(small.obs.columns) == before["obs"] | again["obs"]
-    assert set(adata.uns) - set(small.uns) == {"compare", "again", "scdropout"}
+    assert set(adata.uns) - set(small.uns) == before["uns"] | again["uns"] | {"scdropout"}
     assert set(adata.var.columns) == set(small.var.columns)
     assert set(adata.layers) == set(small.layers)
     assert_equal(adata.X, small.X)
@@ -189,6 +189,12 @@ def test_written_keys_params_and_key_added(done, small):
     assert u["params"]["n_clusters"] == "None"
     assert u["params"]["method_kwargs"]["dae"]["max_epochs"] == 3
     assert adata.uns["again"]["params"]["key_added"] == "again"
+    # the methods' own records: what tl.cidr / tl.autoencoder stored for the same run
+    assert written["uns"]["compare_dae"] == "compare_clusterings"
+    assert adata.uns["compare_dae"]["params"]["max_epochs"] == 3
+    assert len(adata.uns["compare_dae"]["history"]["train_loss"]) == 3
+    npc = adata.uns["compare_cidr"]["n_pcs"]
+    assert adata.obsm["X_compare_cidr"].shape[1] == npc
 
 
 def test_same_seed_same_result(done):
