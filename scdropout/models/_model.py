@@ -532,6 +532,7 @@ class DropoutAutoencoder:
                     geometric=geometric,
                     geo_scale=self.shrinkage.geo_scale,  # type: ignore[union-attr]
                     neighbors=neighbors,
+                    device=self.device,
                 )
             del mu0
         mean = np.empty((n, width), dtype=np.float32)
@@ -617,7 +618,8 @@ class DropoutAutoencoder:
             its k nearest neighbours in the latent space, searched among the cells embedded
             (weights ``1 / (k + 1)``): a denoised embedding for clustering, which depends on
             the other cells passed (``tl.autoencoder`` uses k = 15; benchmarks/RESULTS.md).
-            Deterministic embedding only (``mc_samples=0``).
+            Deterministic embedding only (``mc_samples=0``). The exact search is O(n²) and
+            runs on the model's device (68 s at 100,000 cells on 2 CPU threads).
 
         Returns
         -------
@@ -640,7 +642,7 @@ class DropoutAutoencoder:
         z = self._run(adata, mc_samples, "latent")
         if smooth:
             with cpu_threads(self.device):
-                z = neighbor_average(z, smooth)  # type: ignore[arg-type]
+                z = neighbor_average(z, smooth, device=self.device)  # type: ignore[arg-type]
         return z
 
     def get_imputed(
@@ -765,10 +767,12 @@ class DropoutAutoencoder:
         neighbors = None
         if smooth and stacked:
             with cpu_threads(self.device):
-                neighbors = self_neighbors(z, k)  # type: ignore[arg-type]
+                neighbors = self_neighbors(z, k, device=self.device)  # type: ignore[arg-type]
         if smooth:
             with cpu_threads(self.device):
-                z = neighbor_average(z, smooth, neighbors=neighbors)  # type: ignore[arg-type]
+                z = neighbor_average(  # type: ignore[arg-type]
+                    z, smooth, neighbors=neighbors, device=self.device
+                )
         imputed = self._run(
             None,
             mc_samples,

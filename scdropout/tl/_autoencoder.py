@@ -169,7 +169,9 @@ def autoencoder(
         0.639 to 0.656 (Ward), 0.637 to 0.639 (Leiden) and 0.600 to 0.629 (k-means), and Ward
         NMI from 0.726 to 0.744 (50 PCs: 0.622 / 0.569 / 0.581, NMI 0.753). The cost is one
         latent nearest-neighbour search over all cells: ``get_latent(smooth=15)`` took 68 s
-        at 100,000 cells on 2 CPU threads, encoder pass included (bench_autoencoder_scale).
+        at 100,000 cells on 2 CPU threads, encoder pass included (bench_autoencoder_scale);
+        it grows as the square of the number of cells (with a progress bar from 50,000 cells)
+        and runs on the GPU when the model does.
         With ``impute`` and ``shrink`` the imputation stack reuses that search (it averages
         over the same 15 neighbours) instead of running its own.
     mc_samples

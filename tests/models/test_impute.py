@@ -199,16 +199,16 @@ def test_one_neighbour_search_gives_the_separate_results(models, monkeypatch, sm
     model, _ = models
     z = model.get_latent(smooth=smooth)
     calls = []
-    search = _impute.latent_neighbors
+    search = _impute._Reference.neighbors
 
-    def counted(*a, **kw):
-        calls.append(a[2])
-        return search(*a, **kw)
+    def counted(self, query, k, *a, **kw):
+        calls.append(k)
+        return search(self, query, k, *a, **kw)
 
     for estimate in ("arithmetic", "geometric"):
         mean = model.get_imputed(estimate=estimate)
         calls.clear()
-        monkeypatch.setattr(_impute, "latent_neighbors", counted)
+        monkeypatch.setattr(_impute._Reference, "neighbors", counted)
         z2, mean2 = model._embed_and_impute(
             smooth=smooth, mc_samples=0, predictive=False, shrink=True, estimate=estimate
         )
@@ -223,6 +223,21 @@ def test_one_neighbour_search_gives_the_separate_results(models, monkeypatch, sm
     )
     np.testing.assert_array_equal(m2, m)
     np.testing.assert_array_equal(s2, s)
+
+
+def test_large_searches_show_a_progress_bar(monkeypatch, capsys):
+    from scdropout.models import _impute
+
+    z = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    expected = _impute.self_neighbors(z, 5)
+    assert "latent neighbours" not in capsys.readouterr().err  # below KNN_PROGRESS_CELLS
+    monkeypatch.setattr(_impute, "KNN_PROGRESS_CELLS", 50)
+    monkeypatch.setattr(sd.settings, "progress_bar", True)
+    np.testing.assert_array_equal(_impute.self_neighbors(z, 5, device="cpu"), expected)
+    assert "latent neighbours" in capsys.readouterr().err
+    monkeypatch.setattr(sd.settings, "progress_bar", False)
+    _impute.self_neighbors(z, 5)
+    assert "latent neighbours" not in capsys.readouterr().err
 
 
 def test_passed_neighbours_must_be_enough():

@@ -195,14 +195,19 @@ def test_impute_searches_latent_neighbours_once(small, monkeypatch):
 
     plain = small.copy()
     sd.tl.autoencoder(plain, **FAST)
-    calls = []
-    search = _impute.latent_neighbors
-    monkeypatch.setattr(
-        _impute, "latent_neighbors", lambda *a, **kw: calls.append(a[2]) or search(*a, **kw)
-    )
+    plain_calls, calls = [], []
+    search = _impute._Reference.neighbors
+
+    def counted(self, query, k, *a, **kw):
+        calls.append(k)
+        return search(self, query, k, *a, **kw)
+
+    monkeypatch.setattr(_impute._Reference, "neighbors", counted)
+    sd.tl.autoencoder(small.copy(), **FAST)  # the gate's fit (per validation batch), smoothing
+    plain_calls, calls[:] = list(calls), []
     sd.tl.autoencoder(small, impute=True, **FAST)
     monkeypatch.undo()
-    assert calls == [15]  # (the gate's fit during training searches through _Reference)
+    assert calls == plain_calls  # imputing adds no search: the smoothing's one is shared
     np.testing.assert_array_equal(small.obsm["X_dae"], plain.obsm["X_dae"])
     assert np.isfinite(small.layers["dae_imputed"]).all()
 
