@@ -310,6 +310,16 @@ def test_trains_on_gpu_and_returns_numpy(small, tmp_path):
     model.save(tmp_path / "g")
     cpu = DropoutAutoencoder.load(tmp_path / "g", small, device="cpu")
     np.testing.assert_allclose(cpu.get_latent(), z, rtol=1e-3, atol=1e-3)
+    # the neighbour search of smoothing and imputation runs on the GPU: same neighbours
+    from scdropout.models._impute import self_neighbors
+
+    on_gpu = self_neighbors(z, 10, device="cuda")
+    on_cpu = self_neighbors(z, 10)
+    assert np.mean(np.sort(on_gpu, 1) == np.sort(on_cpu, 1)) > 0.99  # ties may order apart
+    smooth = model.get_latent(smooth=10)
+    assert isinstance(smooth, np.ndarray)
+    assert smooth.shape == z.shape
+    assert np.isfinite(model.get_imputed()).all()
 
 
 def test_latent_separates_planted_groups(synthetic):
