@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scdropout import _keys
-from scdropout._utils import check_adata, missing_key_message
+from scdropout._utils import missing_key_message
+
+from ._common import stored_results
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,16 +23,7 @@ if TYPE_CHECKING:
 
 
 def _results(adata: Any, key: str) -> Mapping[str, Any]:
-    check_adata(adata)
-    if not isinstance(key, str):
-        msg = f"`key` must be a string, got {key!r}."
-        raise TypeError(msg)
-    res = adata.uns.get(key)
-    if not isinstance(res, Mapping) or "eigenvalues" not in res:
-        msg = missing_key_message("key", key, adata.uns.keys(), "uns")
-        msg += f" Run `scdropout.tl.cidr(adata, key_added={key!r})` first."
-        raise KeyError(msg)
-    return res
+    return stored_results(adata, key, marker="eigenvalues", producer="tl.cidr")
 
 
 def _cell_log_values(adata: Any, params: Mapping[str, Any], cell: int) -> np.ndarray:
