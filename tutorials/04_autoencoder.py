@@ -86,7 +86,9 @@ print(f"{adata.n_obs} cells, {len(genes)} dropout genes, {k} planted groups")
 # `layers["dae_imputed"]` and
 # `layers["dae_imputed_sd"]` (NaN for genes the model did not see). The loss history lands in
 # `uns["dae"]["history"]`: mean negative log-likelihood per cell on the training cells and on
-# the 10% held out for early stopping.
+# the 10% held out for early stopping. `sd.pl.autoencoder_history` draws it, with the epoch whose
+# weights were kept: a validation curve that turns up while the training curve keeps falling is
+# over-fitting, which early stopping cuts short.
 
 # %%
 t0 = time.perf_counter()
@@ -160,8 +162,9 @@ plt.show()
 # `layers["dae_imputed"]` holds the expected count μ of each gene in each cell, on the scale of
 # the cell's library size, and `layers["dae_imputed_sd"]` the spread of μ over the
 # Monte-Carlo-dropout passes. Take the gene the selection ranked first and compare, group by
-# group, its observed counts (many zeros, also where it is expressed) with the imputed values.
-# The error bars (± 2 sd, for 60 cells) show how sure the model is about each μ.
+# group, its observed counts (many zeros, also where it is expressed) with the imputed values:
+# `sd.pl.imputed_gene` draws both from what `tl.autoencoder` stored. The error bars (± 2 sd,
+# for 60 cells) show how sure the model is about each μ.
 
 # %%
 gene = adata.var["dropout_genes_rank"].idxmin()
