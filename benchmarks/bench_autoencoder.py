@@ -929,9 +929,28 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
 - Threads: with 2 torch threads at load ~19 an epoch took 93 s wall / 26 s CPU (OpenMP
   threads spinning against other jobs) vs 10 s / 2.6 s on 1 thread; training uses
   min(torch threads, `settings.n_jobs`), so on a loaded machine set `settings.n_jobs = 1`.
-- Not done (as of 2026-12-01, fourth session): GPU throughput (no GPU lent); imputation
+- Not done (as of 2026-12-01, fifth session): GPU throughput (no GPU lent); imputation
   targets on pollen (read counts, 64 cells; the median AE one is out of reach of any
   expression estimate, above) and dropseq's Pearson at seed 0 (seeds 1-3 win; seeds table).
+- Measured and not adopted (2026-12-01, fifth session; scratch scripts in /work/exp/s7/):
+  depth thinning as training augmentation (each training cell's counts ~ Binomial(x, f),
+  f ~ U(0.5, 1), normalised by the thinned library; thin.py), Ward ARI seeds 0 / 1 against the
+  default's on the same seeds: cellbench_dropseq 0.832 / 0.831 (0.841 / 0.831), pollen 0.363 /
+  0.283 (0.448 / 0.391), worm_neuron 0.502 / 0.593 (0.544 / 0.638), deng 0.429 / 0.476 (0.433 /
+  0.429), mouse_bladder 0.551 / 0.514 (0.499 / 0.552), so it was dropped. Smoothing the latent over 30 neighbours, or twice over
+  15 (smoothk.py, seeds 0-1, 7 sets): pollen's Ward falls from 0.448 / 0.391 to 0.266 / 0.205
+  (30) and cbmc_citeseq's k-means from 0.736 / 0.706 to 0.542 / 0.559; 15 stays. Imputation
+  neighbours k = 10, 20, 30, 50 instead of 15 (kscan.py, ungated stack of the seed-0 models):
+  no better on cellbench_dropseq (Pearson 0.8046 / 0.8035 / 0.8022 / 0.8000 vs 0.8040) or
+  celseq2 (0.8139 / 0.8140 / 0.8135 / 0.8118 vs 0.8145). Imputation neighbours searched in the
+  smoothed latent (smoothnb.py): dropseq 1.131 / 0.8042, deng's arithmetic stack 204.5 /
+  0.700, celseq2 1.242 / 0.8147, so no gain. A gate of its own for the geometric estimate
+  (scale-free NB gain of G against the geometric null; geogate2.py): pollen keeps 1 gene of
+  2,000 (mean validation gain -11), deng 155.4 / 0.7085 against 154.2 / 0.710, with 0 false
+  pairs on both permuted sets. Why Ward on cellbench_dropseq is below PCA (0.868 vs 0.972):
+  the 10 H1975 cells put with HCC827 are the 10 lowest-depth H1975 cells (1,470-2,144 counts
+  against a median of 2,476; dropseq_ct.py). PCA with Leiden or k-means (0.854 / 0.841) and
+  scVI with Ward (0.769) do no better, so this is not specific to the autoencoder.
   Done since this list was first written: the full-panel clustering rerun, scvi-tools side by
   side and the 100,000-cell run (their sections below). Cost of the default imputation: one
   latent kNN search over the imputed cells (chunked O(n^2) distances): `get_imputed()` took
