@@ -393,8 +393,8 @@ def neighbor_shares(
     A single cell has no neighbours; its own ``μ/L`` then stands in for each average. ``mu`` is
     not used (and may be None) for the geometric estimate of two or more cells. ``neighbors``,
     :func:`self_neighbors` of ``z`` for ``k`` or more, saves the search (otherwise it runs on
-    ``device``). Works in blocks of
-    rows: besides the result, one cells × genes float32 array of shares is allocated.
+    ``device``). Works in blocks of rows: besides the result, one cells × genes float32 array
+    of shares is allocated.
     """
     n = z.shape[0]
     lib = np.asarray(library, dtype=np.float64)
