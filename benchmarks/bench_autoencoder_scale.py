@@ -3,13 +3,16 @@
 Run from the repository root::
 
     python benchmarks/bench_autoencoder_scale.py [--cells 100000] [--device cpu|cuda|auto]
-        [--threads N] [--max-epochs N] [--no-write]
+        [--threads N] [--max-epochs N] [--impute] [--no-write]
 
 Simulates ``sd.datasets.synthetic(n_cells=N, n_genes=2000, n_groups=8, true_counts=False)``
 (UMI-like sparsity, planted groups), then ``sd.models.DropoutAutoencoder(adata)`` with the
 defaults, ``.train(device=...)`` (default max epochs from ``models._train.default_max_epochs``,
 early stopping on, unless ``--max-epochs`` is given) and ``.get_latent(smooth=15)`` (the
-embedding ``tl.autoencoder`` stores; older rows timed the raw ``.get_latent()``). It reports wall and
+embedding ``tl.autoencoder`` stores; older rows timed the raw ``.get_latent()``), or with
+``--impute`` what ``tl.autoencoder(impute=True)`` runs after training: the smoothed embedding
+and the default imputation (a dense cells x genes float32 array) sharing one latent neighbour
+search (``DropoutAutoencoder._embed_and_impute``). It reports wall and
 CPU time of each step, epochs run, training throughput (cells/s: training cells x epochs /
 training wall time), the embedding's KMeans ARI against the planted groups, and the peak
 resident memory: ``ru_maxrss`` of the process and the peak rise above the RSS measured after
@@ -66,7 +69,7 @@ def timed_train_loop() -> list[float]:
     return spent
 
 
-def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
+def run(n_cells: int, device: str, max_epochs: int | None, *, impute: bool = False) -> dict:
     """Simulate, train and embed; return the measured figures."""
     loop_s = timed_train_loop()
     t0 = time.perf_counter()
@@ -81,7 +84,16 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
         model = sd.models.DropoutAutoencoder(adata)
         hist = model.train(max_epochs=max_epochs, device=device, progress_bar=False)
         w1, c1 = time.perf_counter(), time.process_time()
-        latent = model.get_latent(smooth=SMOOTH_LATENT)
+        if impute:
+            latent, imputed = model._embed_and_impute(
+                smooth=SMOOTH_LATENT, mc_samples=0, predictive=False, shrink=True, estimate="auto"
+            )
+            if not bool(torch.isfinite(torch.from_numpy(imputed)).all()):
+                msg = "non-finite imputed values"
+                raise RuntimeError(msg)
+            del imputed
+        else:
+            latent = model.get_latent(smooth=SMOOTH_LATENT)
         w2 = time.perf_counter()
     n_train = round(n_cells * 0.9)
     km = KMeans(n_clusters=N_GROUPS, n_init=10, random_state=0).fit_predict(latent)
@@ -98,6 +110,7 @@ def run(n_cells: int, device: str, max_epochs: int | None) -> dict:
         "train_s": w1 - w0,
         "train_cpu_s": c1 - c0,
         "latent_s": w2 - w1,
+        "impute": bool(impute),
         "total_s": w2 - w0,
         "loop_s": loop_s[-1],
         "cells_per_s": n_train * hist.n_epochs / loop_s[-1],
@@ -116,16 +129,17 @@ def table(rows: list[dict]) -> str:
         "| cells | device | threads | max epochs | epochs run (best) | train s | train CPU s "
         "| epoch loop s "
         "| s / epoch "
-        "| train cells/s | get_latent s | total s | KMeans ARI | peak RSS GB | rise GB "
-        "| load avg | date |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "| train cells/s | get_latent s | imputed too | total s | KMeans ARI | peak RSS GB "
+        "| rise GB | load avg | date |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
     )
     lines = [
         f"| {r['cells']:,} | {r['device']} | {r['threads']} | {r['max_epochs']} "
         f"| {r['epochs']} ({r['best_epoch']}) | {r['train_s']:.0f} | {r['train_cpu_s']:.0f} "
         f"| {r['loop_s']:.0f} "
         f"| {r['s_per_epoch']:.2f} "
-        f"| {r['cells_per_s']:,.0f} | {r['latent_s']:.1f} | {r['total_s']:.0f} "
+        f"| {r['cells_per_s']:,.0f} | {r['latent_s']:.1f} | {'yes' if r.get('impute') else 'no'} "
+        f"| {r['total_s']:.0f} "
         f"| {r['ari']:.3f} | {r['maxrss_gb']:.2f} | {r['rise_gb']:.2f} | {r['load']:.1f} "
         f"| {r['date']} |"
         for r in rows
@@ -142,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-epochs", type=int, default=None, help="override the default epoch rule (smoke runs)"
     )
+    p.add_argument(
+        "--impute", action="store_true", help="time the embedding and the imputation together"
+    )
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("--report", action="store_true", help="rebuild the section from stored rows")
     args = p.parse_args(argv)
@@ -150,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
             sd.settings.n_jobs = args.threads
-        row = run(args.cells, args.device, args.max_epochs)
+        row = run(args.cells, args.device, args.max_epochs, impute=args.impute)
         print(json.dumps(row, indent=1))
         if args.no_write:
             return 0
-        key = (row["cells"], row["device"], row["threads"], row["max_epochs"])
-        rows = [r for r in rows if (r["cells"], r["device"], r["threads"], r["max_epochs"]) != key]
+
+        def key(r: dict) -> tuple:
+            return (r["cells"], r["device"], r["threads"], r["max_epochs"], r.get("impute", False))
+
+        rows = [r for r in rows if key(r) != key(row)]
         rows = sorted([*rows, row], key=lambda r: (r["device"], r["cells"], r["threads"]))
         ROWS.parent.mkdir(parents=True, exist_ok=True)
         ROWS.write_text(json.dumps(rows, indent=1))
@@ -171,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "`.train(device=D)` (max epochs from `default_max_epochs` unless E is given, early "
         "stopping on a 10% validation split) and `.get_latent(smooth=15)` (the embedding "
         "`tl.autoencoder` stores; the 32- and 2-epoch 100,000 rows are older and timed the "
-        "raw `.get_latent()`). Train s = the whole "
+        "raw `.get_latent()`); with `--impute` ('imputed too') the get_latent column times "
+        "what `tl.autoencoder(impute=True)` runs after training, the smoothed embedding and "
+        "the default imputation sharing one neighbour search. Train s = the whole "
         "`.train()` call; epoch loop s = its epochs alone (`train_loop`, validation passes "
         "included; the rest is set-up and the post-training shrinkage fit); train cells/s = "
         "training cells x epochs / epoch loop s. Peak RSS = `ru_maxrss` of the whole process (simulation "

@@ -141,7 +141,9 @@ def autoencoder(
         ``"cuda:1"`` or a :class:`torch.device`.
     impute
         Also store the denoised expected counts (a dense cells × genes float32 layer; its size
-        is checked against ``settings.max_memory_gb`` first).
+        is checked against ``settings.max_memory_gb`` first). At 100,000 cells × 2,000 genes
+        the embedding and the imputation took 103 s after training on 2 CPU threads (68 s for
+        the embedding alone), with a peak RSS of 4.2 GB (bench_autoencoder_scale --impute).
     shrink
         With ``impute``: the default imputation of
         :meth:`scdropout.models.DropoutAutoencoder.get_imputed`. Each gene's value stacks the
