@@ -225,6 +225,48 @@ def test_one_neighbour_search_gives_the_separate_results(models, monkeypatch, sm
     np.testing.assert_array_equal(s2, s)
 
 
+def _brute_distances(q, ref, k, exclude=None):
+    d = ((q[:, None].astype(np.float64) - ref[None].astype(np.float64)) ** 2).sum(-1)
+    if exclude is not None:
+        d[np.arange(len(q)), exclude] = np.inf
+    return np.sort(d, 1)[:, :k]
+
+
+@pytest.mark.parametrize("margin", [16, 0])
+def test_float32_search_with_float64_rerank_is_exact(monkeypatch, margin):
+    """The k nearest by float64 distance, ties and duplicates included; margin 0 forces the
+    float64 fallback on every row (the k-th candidate is the float32 cut-off itself)."""
+    from scdropout.models import _impute
+
+    monkeypatch.setattr(_impute, "KNN_MARGIN", margin)
+    fallback = []
+    rows64 = _impute._Reference._float64_rows
+
+    def spy(self, q, *a):
+        fallback.append(q.shape[0])
+        return rows64(self, q, *a)
+
+    monkeypatch.setattr(_impute._Reference, "_float64_rows", spy)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(300, 6)) * 5 + 100.0  # far from the origin: float32 cancellation
+    z[50:60] = z[49]  # exact duplicates: ties at distance 0
+    z[100:140] = np.round(z[100:140])  # lattice points: many equal distances
+    for data in (z.astype(np.float32), z):  # float64 input is searched in float64 too
+        t = torch.from_numpy(data)
+        ids = torch.arange(len(data))
+        idx = _impute._Reference(t).neighbors(t, 7, ids).numpy()
+        assert not (idx == np.arange(len(data))[:, None]).any()
+        d = ((data[:, None].astype(np.float64) - data[idx].astype(np.float64)) ** 2).sum(-1)
+        np.testing.assert_allclose(d, _brute_distances(data, data, 7, np.arange(len(data))))
+        # other queries, nothing excluded
+        q = data[:20] + data.dtype.type(0.5)
+        got = _impute._Reference(t).neighbors(torch.from_numpy(q), 5).numpy()
+        d = ((q[:, None].astype(np.float64) - data[got].astype(np.float64)) ** 2).sum(-1)
+        np.testing.assert_allclose(d, _brute_distances(q, data, 5))
+    # the fallback ran for (nearly) every row without a margin, for none with one
+    assert (sum(fallback) > 500) if margin == 0 else not fallback
+
+
 def test_large_searches_show_a_progress_bar(monkeypatch, capsys):
     from scdropout.models import _impute
 
