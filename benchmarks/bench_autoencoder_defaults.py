@@ -274,7 +274,8 @@ cbmc_citeseq 0.734 -> 0.751) and k-means most on cbmc_citeseq (0.492 -> 0.676); 
 Leiden on worm_neuron (0.530 -> 0.425), where the graph on the smoothed points merges types.
 Ward NMI stays below PCA's (0.744 vs 0.753). Per-set seed ranges stay wide (raw Ward: dropseq
 0.829-0.945, deng 0.372-0.461, zeisel 0.664-0.808). Cost: one kNN search over the cells;
-`get_latent(smooth=15)` took 68 s of the 217 s at 100,000 x 2,000 (bench_autoencoder_scale).
+`get_latent(smooth=15)` took 68 s of the 217 s at 100,000 x 2,000 (bench_autoencoder_scale;
+57 s of 194 s since the float32 neighbour search).
 `mask30` (mask_rate 0.3, all 8 sets): with seeds 0-1 Ward 0.646 / Leiden 0.641 / KMeans 0.598
 vs `raw` 0.629 / 0.627 / 0.605, but with seeds 0-3 0.640 / 0.637 / 0.593 vs 0.639 / 0.637 /
 0.600: the gain was seed noise (mouse_bladder Ward 0.547, 0.542, 0.458, 0.508). Its held-out

@@ -619,7 +619,7 @@ class DropoutAutoencoder:
             (weights ``1 / (k + 1)``): a denoised embedding for clustering, which depends on
             the other cells passed (``tl.autoencoder`` uses k = 15; benchmarks/RESULTS.md).
             Deterministic embedding only (``mc_samples=0``). The exact search is O(n²) and
-            runs on the model's device (68 s at 100,000 cells on 2 CPU threads).
+            runs on the model's device (57 s at 100,000 cells on 2 CPU threads).
 
         Returns
         -------

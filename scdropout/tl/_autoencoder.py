@@ -142,8 +142,8 @@ def autoencoder(
     impute
         Also store the denoised expected counts (a dense cells × genes float32 layer; its size
         is checked against ``settings.max_memory_gb`` first). At 100,000 cells × 2,000 genes
-        the embedding and the imputation took 103 s after training on 2 CPU threads (68 s for
-        the embedding alone), with a peak RSS of 4.2 GB (bench_autoencoder_scale --impute).
+        the embedding and the imputation took 84 s after training on 2 CPU threads (57 s for
+        the embedding alone), with a peak RSS of 4.1 GB (bench_autoencoder_scale --impute).
     shrink
         With ``impute``: the default imputation of
         :meth:`scdropout.models.DropoutAutoencoder.get_imputed`. Each gene's value stacks the
@@ -170,7 +170,7 @@ def autoencoder(
         (seeds 0-3) the average over 15 neighbours raised the mean ARI at the true k from
         0.639 to 0.656 (Ward), 0.637 to 0.639 (Leiden) and 0.600 to 0.629 (k-means), and Ward
         NMI from 0.726 to 0.744 (50 PCs: 0.622 / 0.569 / 0.581, NMI 0.753). The cost is one
-        latent nearest-neighbour search over all cells: ``get_latent(smooth=15)`` took 68 s
+        latent nearest-neighbour search over all cells: ``get_latent(smooth=15)`` took 57 s
         at 100,000 cells on 2 CPU threads, encoder pass included (bench_autoencoder_scale);
         it grows as the square of the number of cells (with a progress bar from 50,000 cells)
         and runs on the GPU when the model does.
