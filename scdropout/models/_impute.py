@@ -242,16 +242,26 @@ class _Reference:
         self.gamma = m / (1.0 - m)
         self._exact_parts: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @staticmethod
+    def _distances(
+        q: torch.Tensor, ref_t: torch.Tensor, ref_sq: torch.Tensor, exclude: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Return squared distances ``|q|² − 2 q·r + |r|²`` of rows ``q`` to every reference row.
+
+        In the dtype of the arguments; ``exclude[i]`` of row i is set to infinity.
+        """
+        d = torch.addmm(ref_sq, q, ref_t, alpha=-2.0)
+        d += (q * q).sum(1, keepdim=True)
+        if exclude is not None:
+            d[torch.arange(d.shape[0], device=d.device), exclude] = float("inf")
+        return d
+
     def _float64_rows(self, q: torch.Tensor, k: int, exclude: torch.Tensor | None) -> torch.Tensor:
         """Return the k nearest of float64 query rows ``q`` by float64 distances over all rows."""
         if self._exact_parts is None:
             ref_sq = (self.ref64 * self.ref64).sum(1).unsqueeze(0)
             self._exact_parts = (self.ref64.T.contiguous(), ref_sq)
-        ref_t, ref_sq = self._exact_parts
-        d = torch.addmm(ref_sq, q, ref_t, alpha=-2.0)
-        d += (q * q).sum(1, keepdim=True)
-        if exclude is not None:
-            d[torch.arange(d.shape[0], device=d.device), exclude] = float("inf")
+        d = self._distances(q, *self._exact_parts, exclude)
         return torch.topk(d, k, dim=1, largest=False).indices
 
     def neighbors(
@@ -277,14 +287,8 @@ class _Reference:
         )
         for lo in starts:
             q64 = query[lo : lo + chunk].double()
-            q32 = q64.float()
-            d = torch.addmm(self.ref_sq, q32, self.ref_t, alpha=-2.0)
-            d += (q32 * q32).sum(1, keepdim=True)
-            rows = torch.arange(d.shape[0], device=d.device)
-            ex = None
-            if exclude is not None:
-                ex = exclude[lo : lo + chunk]
-                d[rows, ex] = float("inf")
+            ex = None if exclude is None else exclude[lo : lo + chunk]
+            d = self._distances(q64.float(), self.ref_t, self.ref_sq, ex)
             cut, cand = torch.topk(d, n_cand, dim=1, largest=False)
             exact = ((self.ref64[cand] - q64[:, None]) ** 2).sum(-1)
             if ex is not None:

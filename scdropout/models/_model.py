@@ -764,15 +764,10 @@ class DropoutAutoencoder:
         stacked = shrink and self.shrinkage is not None and self.shrinkage.n_neighbors > 0
         k = max(smooth, self.shrinkage.n_neighbors if stacked else 0)  # type: ignore[union-attr]
         z = self._run(None, 0, "latent")
-        neighbors = None
-        if smooth and stacked:
-            with cpu_threads(self.device):
-                neighbors = self_neighbors(z, k, device=self.device)  # type: ignore[arg-type]
-        if smooth:
-            with cpu_threads(self.device):
-                z = neighbor_average(  # type: ignore[arg-type]
-                    z, smooth, neighbors=neighbors, device=self.device
-                )
+        with cpu_threads(self.device):
+            neighbors = self_neighbors(z, k, device=self.device)  # type: ignore[arg-type]
+            if smooth:
+                z = neighbor_average(z, smooth, neighbors=neighbors)  # type: ignore[arg-type]
         imputed = self._run(
             None,
             mc_samples,
