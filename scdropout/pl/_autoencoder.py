@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from scdropout import _keys
-from scdropout._utils import missing_key_message
+from scdropout._utils import check_positive_int, missing_key_message
 
 from ._common import stored_results
 
@@ -159,6 +159,8 @@ def imputed_gene(
     ValueError
         ``gene`` was left out of the model (``genes=``: its imputed values are NaN), or
         ``n_errorbars`` is negative.
+    TypeError
+        ``n_errorbars`` is not an integer.
     """
     import matplotlib.pyplot as plt
 
@@ -173,9 +175,7 @@ def imputed_gene(
         raise KeyError(msg)
     if groupby is not None and groupby not in adata.obs:
         raise KeyError(missing_key_message("groupby", groupby, adata.obs.columns, "obs"))
-    if not isinstance(n_errorbars, int | np.integer) or n_errorbars < 0:
-        msg = f"`n_errorbars` must be a non-negative integer, got {n_errorbars!r}."
-        raise ValueError(msg)
+    check_positive_int(n_errorbars, name="n_errorbars", minimum=0)
     j = adata.var_names.get_loc(gene)
     imputed = np.asarray(adata.layers[layer][:, j], dtype=np.float64).ravel()
     if np.isnan(imputed).all():
