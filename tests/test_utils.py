@@ -94,6 +94,24 @@ def test_write_results_records_and_refuses_foreign_keys():
     np.testing.assert_array_equal(a.obs["mine"], 1)
 
 
+def test_write_results_removes_own_optional_keys_not_made_this_time():
+    a = _adata()
+    first = {"obs": {"k_x": np.array([1.0, 2.0]), "k_opt": np.array([5.0, 6.0])}}
+    _utils.write_results(a, first, key_added="k", owner="f")
+    a.var["k_user"] = 7.0  # the user's, under a name f could write
+    optional = {"obs": ["k_opt"], "var": ["k_user"]}
+    _utils.write_results(
+        a, {"obs": {"k_x": np.array([3.0, 4.0])}}, key_added="k", owner="f", optional=optional
+    )
+    assert "k_opt" not in a.obs
+    assert "k_opt" not in a.uns["scdropout"]["written"]["obs"]
+    np.testing.assert_array_equal(a.var["k_user"], 7.0)
+    # another function's key is not f's to remove either
+    _utils.write_results(a, {"obs": {"g_x": np.zeros(2)}}, key_added="g", owner="g")
+    _utils.write_results(a, {}, key_added="k", owner="f", optional={"obs": ["g_x"]})
+    assert "g_x" in a.obs
+
+
 def test_write_results_record_survives_h5ad(tmp_path):
     a = _adata()
     _utils.write_results(a, {"var": {"k_y": np.arange(3.0)}}, key_added="k")

@@ -68,18 +68,37 @@ def check_conflicts(
 
 
 def write_results(
-    adata: Any, results: Mapping[str, Mapping[str, Any]], *, key_added: str, owner: str = ""
+    adata: Any,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    key_added: str,
+    owner: str = "",
+    optional: Mapping[str, Iterable[str]] | None = None,
 ) -> list[str]:
     """Write ``results`` ({slot: {key: value}}) into ``adata`` and record them as ``owner``'s.
 
     Re-writing a key that the same function wrote before is allowed and logged at info level; a
     key that exists but that scdropout did not write, or that another scdropout function wrote,
-    raises ``ValueError`` (nothing is written then). Returns the list of ``"slot['key']"``
-    strings written, for the caller's log line.
+    raises ``ValueError`` (nothing is written then). ``optional`` ({slot: keys}) names the keys
+    this run could have written but did not (say the imputed layers of a run without
+    imputation): those that ``owner`` wrote on an earlier run under the same ``key_added`` are
+    removed, so no stale result sits beside the new ones; keys of anyone else are left alone.
+    Returns the list of ``"slot['key']"`` strings written, for the caller's log line.
     """
     check_conflicts(adata, results, key_added=key_added, owner=owner)
     written = _written(adata)
     out: list[str] = []
+    for slot, keys in (optional or {}).items():
+        container = getattr(adata, slot)
+        for key in keys:
+            if key in results.get(slot, {}) or written[slot].get(key) != owner:
+                continue
+            if key in set(_existing(adata, slot)):
+                logger.info(
+                    "removing adata.%s[%r] of an earlier run (not made this time)", slot, key
+                )
+                del container[key]
+            del written[slot][key]
     for slot, items in results.items():
         existing = set(_existing(adata, slot))
         container = getattr(adata, slot)

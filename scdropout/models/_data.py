@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import sparse
 
@@ -77,13 +78,19 @@ def resolve_genes(adata: Any, genes: GeneSpec) -> np.ndarray:
         if genes not in adata.var.columns:
             raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
         col = adata.var[genes]
-        if col.dtype != bool:
+        if not pd.api.types.is_bool_dtype(col.dtype):
             msg = (
                 f"`genes={genes!r}` names a column of dtype {col.dtype}; it must be boolean "
                 "(True for the genes to model)."
             )
             raise ValueError(msg)
-        idx = np.flatnonzero(col.to_numpy())
+        if col.isna().any():  # pandas' nullable "boolean"
+            msg = (
+                f"`genes={genes!r}` names a boolean column with {int(col.isna().sum())} missing "
+                "value(s); fill them with True or False first."
+            )
+            raise ValueError(msg)
+        idx = np.flatnonzero(col.to_numpy(dtype=bool))
     else:
         arr = np.asarray(genes)
         if arr.dtype == bool:

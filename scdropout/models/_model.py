@@ -28,7 +28,14 @@ from ._impute import (
 )
 from ._module import DROPOUT_KINDS, DROPOUT_MODULES, LIKELIHOODS, DropoutAENet
 from ._seed import seed_from, seeded
-from ._train import History, cpu_threads, default_max_epochs, split_indices, train_loop
+from ._train import (
+    History,
+    cpu_threads,
+    default_max_epochs,
+    n_validation,
+    split_indices,
+    train_loop,
+)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -358,6 +365,19 @@ class DropoutAutoencoder:
             msg = "This model has no data to train on; pass `adata` to `DropoutAutoencoder.load`."
             raise ValueError(msg)
         n = self._counts.shape[0]
+        n_train = n - n_validation(n, vf)
+        if n_train < 2:
+            msg = (
+                f"Training needs at least 2 training cells (batch normalisation), but the data "
+                f"have {n} cell(s)"
+                + (
+                    f" and `validation_fraction={validation_fraction!r}` holds out "
+                    f"{n - n_train}; lower `validation_fraction`."
+                    if n_train < n
+                    else "; pass more cells."
+                )
+            )
+            raise ValueError(msg)
         epochs = default_max_epochs(n, batch_size) if max_epochs is None else int(max_epochs)
         rng = np.random.default_rng(self.seed)
         train_idx, val_idx = split_indices(n, vf, rng)

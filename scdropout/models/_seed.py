@@ -31,12 +31,17 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Run the block with torch's global RNG (CPU, and CUDA when used) seeded by ``seed``.
 
     The RNG states are forked on entry and restored on exit, so the caller's random streams are
-    untouched (scvi-tools seeds globally instead). Dropout masks, ``torch.rand`` inside the
+    untouched, CUDA's too when the block runs on the CPU (scvi-tools seeds globally instead). Dropout masks, ``torch.rand`` inside the
     model and parameter initialisation all draw from the seeded state.
     """
     cuda = device is not None and device.type == "cuda"
     devices = list(range(torch.cuda.device_count())) if cuda else []
     with torch.random.fork_rng(devices=devices):
-        # the one sanctioned place for global seeding: inside fork_rng, restored on exit
-        torch.random.manual_seed(seed)
+        # the one sanctioned place for global seeding: inside fork_rng, restored on exit.
+        # torch.manual_seed would also seed every CUDA generator, which fork_rng only saves
+        # for the devices it was given: on the CPU, seed the CPU generator alone.
+        if cuda:
+            torch.random.manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
         yield

@@ -121,8 +121,13 @@ def split_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(train, validation)`` cell indices; no validation below 20 cells or at fraction 0."""
     perm = rng.permutation(n)
-    n_val = round(n * validation_fraction) if n >= 20 else 0
+    n_val = n_validation(n, validation_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def n_validation(n: int, validation_fraction: float) -> int:
+    """Return how many of ``n`` cells :func:`split_indices` holds out for validation."""
+    return round(n * validation_fraction) if n >= 20 else 0
 
 
 def _nan_error(epoch: int, value: float, lr: float, likelihood: str) -> RuntimeError:

@@ -166,6 +166,13 @@ def imputed_gene(
 
     res = _results(adata, key)
     layer = f"{key}_imputed"
+    params = res.get("params", {})
+    if not params.get("impute", True):
+        msg = (
+            f"The last `tl.autoencoder` run under key {key!r} did not impute (`impute=False`). "
+            f"Run `scdropout.tl.autoencoder(adata, key_added={key!r}, impute=True)` first."
+        )
+        raise KeyError(msg)
     if layer not in adata.layers:
         msg = missing_key_message("key", layer, adata.layers.keys(), "layers")
         msg += f" Run `scdropout.tl.autoencoder(adata, key_added={key!r}, impute=True)` first."
@@ -189,6 +196,10 @@ def imputed_gene(
         groups = pd.Categorical(np.full(adata.n_obs, "all cells"))
     else:
         groups = pd.Categorical(adata.obs[groupby])
+        if (groups.codes < 0).any():  # missing values get a strip of their own, last
+            groups = groups.add_categories(_na_label(groups.categories)).fillna(
+                _na_label(groups.categories)
+            )
     codes = groups.codes.astype(np.float64)
     rng = np.random.default_rng(random_state)
     x = codes + rng.uniform(-0.3, 0.3, adata.n_obs)
@@ -199,7 +210,9 @@ def imputed_gene(
     axes[0].set_title(f"{gene}: observed counts ({zeros:.0%} zeros)")
     axes[1].scatter(x, imputed, s=3, alpha=0.5, color="tab:blue")
     title = "imputed"
-    if sd_layer in adata.layers and n_errorbars:
+    # the sd layer only when the run that made the imputed layer made one too
+    has_sd = bool(params.get("mc_samples", 0)) or bool(params.get("predictive_sd", False))
+    if has_sd and sd_layer in adata.layers and n_errorbars:
         sd = np.asarray(adata.layers[sd_layer][:, j], dtype=np.float64).ravel()
         few = rng.choice(adata.n_obs, size=min(n_errorbars, adata.n_obs), replace=False)
         axes[1].errorbar(x[few], imputed[few], yerr=2 * sd[few], fmt="none", ecolor="k", lw=0.7)
@@ -215,3 +228,11 @@ def imputed_gene(
     if show:
         plt.show()
     return fig
+
+
+def _na_label(categories: pd.Index) -> str:
+    """Return a label for cells with a missing group that is not one of ``categories``."""
+    label = "NA"
+    while label in set(map(str, categories)):
+        label += "_"
+    return label

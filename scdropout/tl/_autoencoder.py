@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -272,7 +273,11 @@ def autoencoder(
     if predictive_sd and not impute:
         msg = "`predictive_sd=True` needs `impute=True` (it sets the imputed sd)."
         raise ValueError(msg)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not (np.isfinite(lr) and lr > 0):
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, numbers.Real)
+        or not (np.isfinite(lr) and lr > 0)
+    ):
         msg = f"`lr` must be a positive finite number, got {lr!r}."
         raise ValueError(msg)
     check_choice(likelihood, name="likelihood", choices=("nb", "zinb", "poisson"))
@@ -289,7 +294,8 @@ def autoencoder(
     check_conflicts(adata, results_keys, key_added=k, owner="autoencoder")
 
     from scdropout.models import DropoutAutoencoder
-    from scdropout.models._model import resolve_device
+    from scdropout.models._data import resolve_genes
+    from scdropout.models._model import check_hidden, resolve_device
 
     dev = resolve_device(device)
     model = DropoutAutoencoder(
@@ -308,6 +314,7 @@ def autoencoder(
     )
     # (2) copy
     names = list(model.registry.var_names)
+    columns = resolve_genes(adata, genes)  # positions: var_names may repeat or not be strings
     adata = adata.copy() if copy else adata
     # (3) compute
     hist = model.train(
@@ -330,13 +337,13 @@ def autoencoder(
             estimate=estimate,
         )
         mean, sd = res if (mc_samples or predictive_sd) else (res, None)
-        subset = len(names) != adata.n_vars or list(adata.var_names) != names
+        subset = not np.array_equal(columns, np.arange(adata.n_vars))
         for key, val in [(f"{k}_imputed", mean), (f"{k}_imputed_sd", sd)]:
             if val is None:
                 continue
             if subset:
                 full = np.full(adata.shape, np.nan, dtype=np.float32)
-                full[:, adata.var_names.get_indexer(names)] = val
+                full[:, columns] = val
                 val = full
             layers[key] = val
     uns: dict[str, Any] = {
@@ -344,7 +351,7 @@ def autoencoder(
             "layer": _param(layer),
             "genes": _genes_param(genes),
             "n_latent": int(n_latent),
-            "hidden": np.asarray(list(hidden) if not isinstance(hidden, int) else [hidden]),
+            "hidden": np.asarray(check_hidden(hidden), dtype=np.int64),
             "likelihood": likelihood,
             "dropout_kind": dropout_kind,
             "dropout_rate": float(dropout_rate),
@@ -387,7 +394,13 @@ def autoencoder(
     if layers:
         results["layers"] = layers
     # (4) write everything in one block
-    written = write_results(adata, results, key_added=k, owner="autoencoder")
+    written = write_results(
+        adata,
+        results,
+        key_added=k,
+        owner="autoencoder",
+        optional={"layers": [f"{k}_imputed", f"{k}_imputed_sd"]},
+    )
     # (5) one log line
     logger.info("autoencoder: wrote %s (%.1fs)", ", ".join(written), time.perf_counter() - t0)
     return adata if copy else None

@@ -6,6 +6,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import sparse
@@ -62,6 +63,35 @@ def test_global_torch_rng_untouched(small):
     model.get_latent(mc_samples=2)
     model.get_imputed(mc_samples=2)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_cpu_work_never_seeds_the_cuda_generators(small, monkeypatch):
+    # torch.manual_seed also seeds every CUDA generator (lazily, without CUDA), which forking
+    # the CPU state does not restore: on a GPU machine the caller's CUDA stream would change
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    model = _trained(small, epochs=2)
+    model.get_latent(mc_samples=2)
+    model.get_imputed(mc_samples=2)
+    assert calls == []
+
+
+def test_too_few_training_cells_is_a_clear_error(small):
+    model = DropoutAutoencoder(small[:30].copy(), n_latent=3)
+    with pytest.raises(ValueError, match=r"holds out 30; lower `validation_fraction`"):
+        model.train(validation_fraction=0.99, max_epochs=1, progress_bar=False)
+    one = DropoutAutoencoder(small[:1].copy(), n_latent=3)
+    with pytest.raises(ValueError, match=r"at least 2 training cells.*1 cell\(s\); pass more"):
+        one.train(max_epochs=1, progress_bar=False)
+
+
+def test_nullable_boolean_gene_column(small):
+    a = small.copy()
+    a.var["use"] = pd.array(np.arange(a.n_vars) < 10, dtype="boolean")
+    assert DropoutAutoencoder(a, genes="use").registry.var_names == tuple(a.var_names[:10])
+    a.var.loc[a.var_names[3], "use"] = pd.NA
+    with pytest.raises(ValueError, match="1 missing value"):
+        DropoutAutoencoder(a, genes="use")
 
 
 def test_dense_csr_csc_and_int_input_agree(small):

@@ -88,3 +88,31 @@ def test_bad_input_is_named(done):
     left_out.layers["dae_imputed"][:, 3] = np.nan
     with pytest.raises(ValueError, match="not modelled"):
         sd.pl.imputed_gene(left_out, done.var_names[3])
+
+
+def test_error_bars_follow_the_run_not_a_leftover_layer(done):
+    a = done.copy()
+    a.uns["dae"]["params"]["mc_samples"] = 0  # as after a run without any sd
+    a.uns["dae"]["params"]["predictive_sd"] = False
+    fig = sd.pl.imputed_gene(a, a.var_names[0], n_errorbars=10)
+    assert fig.axes[1].get_title().startswith("imputed")
+    assert "sd" not in fig.axes[1].get_title()
+    assert not fig.axes[1].containers  # no error bars drawn
+    a.uns["dae"]["params"]["impute"] = False  # a run without imputation
+    with pytest.raises(KeyError, match="impute=False"):
+        sd.pl.imputed_gene(a, a.var_names[0])
+    plt.close("all")
+
+
+def test_cells_with_a_missing_group_get_a_strip_of_their_own(done):
+    a = done.copy()
+    group = a.obs["group"].astype(object)
+    group.iloc[:5] = np.nan
+    a.obs["group"] = group.astype("category")
+    fig = sd.pl.imputed_gene(a, a.var_names[0], groupby="group", n_errorbars=0)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == [*map(str, done.obs["group"].cat.categories), "NA"]
+    x = fig.axes[0].collections[0].get_offsets()[:, 0]
+    assert (x > -0.5).all()  # no cell drawn left of the first strip
+    assert np.abs(x[:5] - (len(labels) - 1)).max() <= 0.3
+    plt.close("all")

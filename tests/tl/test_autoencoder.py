@@ -233,6 +233,44 @@ def test_rerun_overwrites_own_keys_but_not_foreign_ones(small):
     assert "mine" not in other.uns
 
 
+def test_rerun_removes_its_own_stale_layers_but_not_the_users(small):
+    sd.tl.autoencoder(small, impute=True, mc_samples=2, **FAST)
+    assert {"dae_imputed", "dae_imputed_sd"} <= set(small.layers)
+    sd.tl.autoencoder(small, impute=True, random_state=7, **FAST)  # no sd this time
+    assert "dae_imputed_sd" not in small.layers
+    assert "dae_imputed_sd" not in small.uns["scdropout"]["written"]["layers"]
+    sd.tl.autoencoder(small, **FAST)  # no imputation this time
+    assert not {"dae_imputed", "dae_imputed_sd"} & set(small.layers)
+    # a layer of the user's under a name the tool could write is never removed
+    small.layers["dae_imputed_sd"] = np.ones(small.shape, dtype=np.float32)
+    sd.tl.autoencoder(small, impute=True, **FAST)
+    assert (small.layers["dae_imputed_sd"] == 1).all()
+    assert "dae_imputed" in small.layers
+
+
+def test_gene_subset_with_integer_or_repeated_var_names(small):
+    ints = small.copy()
+    ints.var_names = ad.AnnData(np.zeros((1, ints.n_vars))).var_names  # "0", "1", ...
+    ints.var.index = np.arange(ints.n_vars)  # integer labels, as anndata allows with a warning
+    mask = np.arange(ints.n_vars) < 5
+    sd.tl.autoencoder(ints, genes=mask, impute=True, **FAST)
+    imp = ints.layers["dae_imputed"]
+    assert np.isfinite(imp[:, :5]).all()
+    assert np.isnan(imp[:, 5:]).all()
+    rep = small.copy()
+    rep.var_names = ["g"] * rep.n_vars  # repeated names: positions decide, not names
+    sd.tl.autoencoder(rep, genes=mask, impute=True, **FAST)
+    imp = rep.layers["dae_imputed"]
+    assert np.isfinite(imp[:, :5]).all()
+    assert np.isnan(imp[:, 5:]).all()
+
+
+def test_numpy_scalars_are_accepted_like_python_ones(small):
+    sd.tl.autoencoder(small, **{**FAST, "hidden": np.int64(16), "lr": np.float32(1e-3)})
+    assert list(small.uns["dae"]["params"]["hidden"]) == [16]
+    assert small.uns["dae"]["params"]["lr"] == pytest.approx(1e-3)
+
+
 def test_h5ad_round_trip(small, tmp_path):
     sd.tl.autoencoder(small, impute=True, mc_samples=2, **FAST)
     small.write_h5ad(tmp_path / "a.h5ad")
