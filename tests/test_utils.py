@@ -112,6 +112,40 @@ def test_write_results_removes_own_optional_keys_not_made_this_time():
     assert "g_x" in a.obs
 
 
+def test_get_matrix_merges_duplicate_sparse_entries_on_a_copy():
+    X = sparse.csr_matrix(([1.0, 2.0, 1.0, 1.0], [0, 0, 0, 1], [0, 2, 3, 4]), shape=(3, 2))
+    a = ad.AnnData(X=X)
+    got = _utils.get_matrix(a, None)
+    assert got.has_canonical_format
+    assert got.nnz == 3
+    np.testing.assert_array_equal(got.toarray(), X.toarray())
+    assert a.X.nnz == 4  # the caller's matrix is left as it was
+    assert _utils.get_matrix(a, None) is not a.X
+    canonical = ad.AnnData(X=sparse.csr_matrix(np.eye(3)))
+    assert _utils.get_matrix(canonical, None) is canonical.X  # no copy when not needed
+
+
+def test_write_results_refuses_a_foreign_record_before_writing():
+    a = _adata()
+    a.uns["scdropout"] = "my notes"
+    with pytest.raises(ValueError, match=r"uns\['scdropout'\]` holds a str"):
+        _utils.write_results(a, {"obs": {"k_x": np.zeros(2)}}, key_added="k")
+    assert "k_x" not in a.obs
+
+
+def test_write_results_makes_a_view_actual_once():
+    a = ad.AnnData(np.ones((4, 3)))
+    v = a[:2]
+    with pytest.warns(UserWarning, match="view") as rec:
+        _utils.write_results(
+            v, {"obs": {"k_x": np.zeros(2)}, "var": {"k_y": np.zeros(3)}}, key_added="k"
+        )
+    assert len(rec) == 1
+    assert not v.is_view
+    assert "k_x" in v.obs
+    assert "k_x" not in a.obs
+
+
 def test_write_results_record_survives_h5ad(tmp_path):
     a = _adata()
     _utils.write_results(a, {"var": {"k_y": np.arange(3.0)}}, key_added="k")

@@ -18,7 +18,7 @@ from ._memory import check_memory
 from ._random import as_generator, seed_repr
 from ._threads import resolve_n_jobs, thread_limit
 from ._warn import warn
-from ._write import check_conflicts, write_results
+from ._write import check_conflicts, write_results, written_by
 
 __all__ = [
     "as_csr_or_dense",
@@ -39,4 +39,5 @@ __all__ = [
     "thread_limit",
     "warn",
     "write_results",
+    "written_by",
 ]

@@ -51,7 +51,11 @@ def check_matrix_type(X: Any, *, name: str) -> None:
 
 
 def get_matrix(adata: Any, layer: str | None) -> Any:
-    """Return ``adata.X`` or ``adata.layers[layer]`` after type checks."""
+    """Return ``adata.X`` or ``adata.layers[layer]`` after type checks.
+
+    A CSR/CSC matrix not in canonical form (duplicate or unsorted entries) comes back as a
+    canonical copy, so that every kernel can count stored entries as detections.
+    """
     check_adata(adata)
     if layer is None:
         X = adata.X
@@ -71,6 +75,11 @@ def get_matrix(adata: Any, layer: str | None) -> Any:
     if X.ndim != 2:
         msg = f"{name} must be 2-D, got shape {X.shape}."
         raise ValueError(msg)
+    if isinstance(X, CSRBase + CSCBase) and not X.has_canonical_format:
+        # scipy lets a position be stored twice (its value is the sum); the kernels read the
+        # stored entries, so merge them, on a copy: the caller's matrix is left as it is
+        X = X.copy()
+        X.sum_duplicates()
     return X
 
 
@@ -233,8 +242,14 @@ def gene_mask(adata: Any, genes: str | None, *, what: str) -> np.ndarray | None:
     if genes not in adata.var.columns:
         raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
     col = adata.var[genes]
-    if col.dtype != bool:
+    if not pd.api.types.is_bool_dtype(col.dtype):
         msg = f"`adata.var[{genes!r}]` has dtype {col.dtype}; `genes` needs a boolean column."
+        raise ValueError(msg)
+    if col.isna().any():  # pandas' nullable "boolean"
+        msg = (
+            f"`adata.var[{genes!r}]` has {int(col.isna().sum())} missing value(s); fill them "
+            "with True or False first."
+        )
         raise ValueError(msg)
     mask = col.to_numpy(dtype=bool)
     if mask.sum() < 2:

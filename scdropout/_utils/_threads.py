@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+
 from scdropout._settings import settings
 
 
@@ -14,12 +16,17 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 
     if n_jobs is None:
         n_jobs = settings.n_jobs
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+    if (
+        isinstance(n_jobs, bool)
+        or not isinstance(n_jobs, int | np.integer)
+        or n_jobs == 0
+        or n_jobs < -1
+    ):
         msg = f"`n_jobs` must be a positive integer, -1 (all cores) or None, got {n_jobs!r}."
         raise ValueError(msg)
     if n_jobs == -1:
         n_jobs = numba.config.NUMBA_NUM_THREADS
-    return min(n_jobs, numba.config.NUMBA_NUM_THREADS)
+    return min(int(n_jobs), numba.config.NUMBA_NUM_THREADS)
 
 
 @contextmanager

@@ -7,8 +7,11 @@ from typing import Any
 
 from scdropout import _keys
 from scdropout._logging import logger
+from scdropout._utils._warn import warn
 
 SLOTS = ("obs", "var", "obsm", "varm", "obsp", "varp", "layers", "uns")
+#: files written before 2026-12-01 record tl.cidr's keys with an empty owner
+_LEGACY_OWNERS = {"": "cidr"}
 
 
 def _written(adata: Any) -> dict[str, dict[str, str]]:
@@ -21,6 +24,28 @@ def _written(adata: Any) -> dict[str, dict[str, str]]:
         if isinstance(entry, Mapping):
             out[slot] = {str(k): str(v) for k, v in entry.items()}
     return out
+
+
+def _owned_by(prev: str | None, owner: str) -> bool:
+    """Return True if a key recorded as ``prev``'s is ``owner``'s (legacy records included)."""
+    return prev is not None and (prev == owner or _LEGACY_OWNERS.get(prev) == owner)
+
+
+def written_by(adata: Any, slot: str, key: str) -> str | None:
+    """Return the scdropout function recorded as the writer of ``adata.<slot>[key]``, or None."""
+    prev = _written(adata).get(slot, {}).get(key)
+    return _LEGACY_OWNERS.get(prev, prev) if prev is not None else None
+
+
+def _check_record(adata: Any) -> None:
+    """Raise ``ValueError`` if ``adata.uns['scdropout']`` exists and is not a mapping."""
+    rec = adata.uns.get(_keys.UNS_SCDROPOUT)
+    if rec is not None and not isinstance(rec, Mapping):
+        msg = (
+            f"`adata.uns[{_keys.UNS_SCDROPOUT!r}]` holds a {type(rec).__name__}; scdropout keeps "
+            "its record of the keys it wrote there (a dict). Move or delete it first."
+        )
+        raise ValueError(msg)
 
 
 def _existing(adata: Any, slot: str) -> Any:
@@ -42,6 +67,7 @@ def check_conflicts(
     scdropout function wrote under the same ``key_added``, is refused. Call it during
     validation, before computing, so a conflict fails fast.
     """
+    _check_record(adata)
     written = _written(adata)
     for slot, items in results.items():
         if slot not in SLOTS:
@@ -59,9 +85,10 @@ def check_conflicts(
                     "overwritten."
                 )
                 raise ValueError(msg)
-            if prev != owner:
+            if not _owned_by(prev, owner):
                 msg = (
-                    f"`adata.{slot}[{key!r}]` holds results of `{prev}`; pass another "
+                    f"`adata.{slot}[{key!r}]` holds results of "
+                    f"`{_LEGACY_OWNERS.get(prev, prev)}`; pass another "
                     f"`key_added` (now {key_added!r}) to `{owner}` so they are not overwritten."
                 )
                 raise ValueError(msg)
@@ -86,12 +113,18 @@ def write_results(
     Returns the list of ``"slot['key']"`` strings written, for the caller's log line.
     """
     check_conflicts(adata, results, key_added=key_added, owner=owner)
+    if adata.is_view:  # once, as anndata does on a first write (here: not once per key)
+        warn(
+            "Writing results into a view of an AnnData: it becomes an actual AnnData (a copy of "
+            "the subset), as scanpy's functions do. Pass `adata[...].copy()` to avoid this warning."
+        )
+        adata._init_as_actual(adata.copy())
     written = _written(adata)
     out: list[str] = []
     for slot, keys in (optional or {}).items():
         container = getattr(adata, slot)
         for key in keys:
-            if key in results.get(slot, {}) or written[slot].get(key) != owner:
+            if key in results.get(slot, {}) or not _owned_by(written[slot].get(key), owner):
                 continue
             if key in set(_existing(adata, slot)):
                 logger.info(

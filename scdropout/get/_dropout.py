@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scdropout import _keys
-from scdropout._utils import check_adata, missing_key_message
+from scdropout._utils import check_adata, missing_key_message, written_by
 
 GENE_STATS = _keys.DROPOUT_VAR_COLUMNS
 CELL_STATS = _keys.DROPOUT_OBS_COLUMNS
@@ -29,6 +29,13 @@ def _check_key(adata: Any, key: Any, *, function: str) -> None:
     if key not in adata.uns:
         msg = missing_key_message("key", key, adata.uns.keys(), "uns")
         msg += f" Run `scdropout.pp.{function}(adata, key_added={key!r})` first."
+        raise KeyError(msg)
+    owner = written_by(adata, "uns", key)
+    if owner is not None and owner != function:
+        msg = (
+            f"`adata.uns[{key!r}]` holds results of `{owner}`, not of `pp.{function}`; pass the "
+            f"`key_added` you gave `scdropout.pp.{function}`."
+        )
         raise KeyError(msg)
 
 

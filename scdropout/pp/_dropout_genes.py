@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -163,7 +164,7 @@ def dropout_genes(
     check_choice(correction, name="correction", choices=(*_CORRECTIONS, None))
     check_positive_int(n_top_genes, name="n_top_genes", allow_none=True)
     if fdr is not None and (
-        isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1
+        isinstance(fdr, bool) or not isinstance(fdr, numbers.Real) or not 0 < fdr <= 1
     ):
         msg = f"`fdr` must be a number in (0, 1] or None, got {fdr!r}."
         raise ValueError(msg)

@@ -39,6 +39,8 @@ from ._cidr_flavors import cidr_dropout
 if TYPE_CHECKING:
     from anndata import AnnData
 
+#: the owner recorded for the keys tl.cidr writes (see ``_utils.write_results``)
+OWNER = "cidr"
 _FLAVORS = ("dropout", "r")
 _TAG_TYPES = ("raw", "cpm", "rpkm")
 _DTYPES = ("float64", "float32")
@@ -371,9 +373,14 @@ def cidr(
     if n_pcs is not None and n_pcs >= n_cells:
         msg = f"`n_pcs={n_pcs!r}` must be smaller than the number of cells ({n_cells})."
         raise ValueError(msg)
-    if not isinstance(random_state, int | np.integer | np.random.Generator | type(None)):
+    if isinstance(random_state, bool) or not isinstance(
+        random_state, int | np.integer | np.random.Generator | type(None)
+    ):
         msg = f"`random_state` must be an int, a numpy Generator or None, got {random_state!r}."
         raise TypeError(msg)
+    if isinstance(random_state, int | np.integer) and random_state < 0:
+        msg = f"`random_state` must be a non-negative integer, got {random_state!r}."
+        raise ValueError(msg)
     if n_landmarks is not None:
         if mode == "exact":
             msg = "`n_landmarks` is only used with `mode='landmark'` or 'auto'; drop it or change `mode`."
@@ -472,7 +479,10 @@ def cidr(
     if correction and n_cells > 5000:
         warn(f"`correction=True` on {n_cells} cells solves a {2 * n_cells}-square eigenproblem.")
     check_conflicts(
-        adata, _planned_keys(key_added, store_distances=store_distances), key_added=key_added
+        adata,
+        _planned_keys(key_added, store_distances=store_distances),
+        key_added=key_added,
+        owner=OWNER,
     )
 
     # (2) copy
@@ -629,7 +639,13 @@ def cidr(
         results["obsp"] = {f"{key_added}_distances": emb.distances}
 
     # (4) write, (5) log
-    written = write_results(adata, results, key_added=key_added)
+    written = write_results(
+        adata,
+        results,
+        key_added=key_added,
+        owner=OWNER,
+        optional=_planned_keys(key_added, store_distances=True),  # distances of an earlier run
+    )
     logger.info(
         "cidr (%s): %d cells, %d genes, %d PCs, %d clusters (%.2fs); wrote %s",
         flavor,

@@ -704,7 +704,13 @@ def compare_clusterings(
     }
 
     # (4) write everything in one block, (5) log
-    written = write_results(adata, results, key_added=key_added, owner=OWNER)
+    written = write_results(
+        adata,
+        results,
+        key_added=key_added,
+        owner=OWNER,
+        optional=_planned_keys(key_added, METHODS, RULES),  # an earlier run's other methods
+    )
     logger.info(
         "compare_clusterings: %d methods (%d skipped) on %d cells (%.2fs); wrote %s",
         len(mlist),

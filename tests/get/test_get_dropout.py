@@ -193,3 +193,10 @@ def test_dropout_genes_from_pp(annotated):
     top = sd.get.dropout_genes(annotated, selected_only=True)
     assert len(top) == 25 == annotated.uns["dropout_genes"]["n_selected"]
     assert list(top.index) == list(df.index[:25])
+
+
+def test_key_of_another_function_is_refused(annotated):
+    with pytest.raises(
+        KeyError, match=r"holds results of `dropout_stats`, not of `pp.dropout_genes`"
+    ):
+        sd.get.dropout_genes(annotated, key="dropout")

@@ -193,6 +193,13 @@ def test_n_jobs_does_not_change_results(synthetic):
     pd.testing.assert_frame_equal(_table(synthetic, "dropout_genes"), _table(b, "dropout_genes"))
 
 
+def test_numpy_scalar_arguments_are_accepted(synthetic):
+    b = synthetic.copy()
+    sd.pp.dropout_genes(synthetic, fdr=0.2, n_jobs=1)
+    sd.pp.dropout_genes(b, fdr=np.float32(0.2), n_jobs=np.int64(1))
+    pd.testing.assert_frame_equal(_table(synthetic, "dropout_genes"), _table(b, "dropout_genes"))
+
+
 # --------------------------------------------------------------------------------------------
 # side effects
 

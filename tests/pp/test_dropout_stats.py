@@ -179,6 +179,23 @@ def test_formats_and_dtypes_agree(synthetic, dropout_reference, matrix_format, c
     _assert_frames_close(a, dropout_reference)
 
 
+def test_duplicate_sparse_entries_count_as_their_sum(synthetic, dropout_reference):
+    # scipy may store a position twice, as two entries whose sum is the value: split every
+    # stored count c >= 2 into 1 + (c - 1) and the statistics must not change
+    X = synthetic.X.tocoo()
+    big = X.data >= 2
+    rows = np.concatenate([X.row, X.row[big]])
+    cols = np.concatenate([X.col, X.col[big]])
+    data = np.concatenate([np.where(big, 1, X.data), X.data[big] - 1])
+    order = np.lexsort((cols, rows))
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=X.shape[0]))]
+    a = synthetic.copy()
+    a.X = sparse.csr_matrix((data[order], cols[order], indptr), shape=X.shape)  # not summed
+    assert a.X.nnz > synthetic.X.nnz
+    sd.pp.dropout_stats(a)
+    _assert_frames_close(a, dropout_reference)
+
+
 def test_layer_equals_x(synthetic, dropout_reference):
     a = synthetic
     a.layers["counts"] = a.X.copy()

@@ -152,6 +152,35 @@ def test_rerun_overwrites_ours_but_not_foreign_keys(small):
     assert "cidr" not in b.uns
 
 
+def test_rerun_removes_its_stale_distances_and_names_its_owner(small):
+    a = small.copy()
+    _cidr_r(a, progress_bar=False, store_distances=True)
+    assert "cidr_distances" in a.obsp
+    _cidr_r(a, progress_bar=False)  # no distances this time: the old ones would not match
+    assert "cidr_distances" not in a.obsp
+    assert a.uns["scdropout"]["written"]["uns"]["cidr"] == "cidr"
+    with pytest.raises(ValueError, match="holds results of `cidr`"):
+        sd.pp.dropout_stats(a, key_added="cidr")
+
+
+def test_record_of_an_older_file_still_lets_cidr_rerun(small):
+    a = small.copy()
+    _cidr_r(a, progress_bar=False)
+    written = a.uns["scdropout"]["written"]
+    for slot in written:  # as files written before the owner was recorded
+        written[slot] = dict.fromkeys(written[slot], "")
+    _cidr_r(a, progress_bar=False, n_clusters=4)
+    assert a.uns["cidr"]["n_clusters"] == 4
+
+
+def test_negative_random_state_fails_before_work(small):
+    a = small.copy()
+    for flavor in ("r", "dropout"):
+        with pytest.raises(ValueError, match="random_state"):
+            sd.tl.cidr(a, flavor=flavor, random_state=-1, progress_bar=False)
+    assert "cidr" not in a.uns
+
+
 def test_write_h5ad_round_trip(small_done, tmp_path):
     path = tmp_path / "cidr.h5ad"
     small_done.write_h5ad(path)

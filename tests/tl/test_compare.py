@@ -244,6 +244,19 @@ def test_rerun_overwrites_own_keys_only(synthetic):
     assert "X_mine_pca" not in a.obsm
 
 
+def test_rerun_with_fewer_methods_removes_the_others_results(synthetic):
+    a = synthetic[:40].copy()
+    kw = {"rules": "ward", "n_clusters": 2, "n_pcs": 5, "progress_bar": False, "n_jobs": 1}
+    sd.tl.compare_clusterings(a, methods=("pca", "cidr"), **kw)
+    assert {"X_compare_cidr", "X_compare_pca"} <= set(a.obsm)
+    assert "compare_cidr" in a.uns
+    sd.tl.compare_clusterings(a, methods="pca", **kw)
+    assert "X_compare_cidr" not in a.obsm
+    assert "compare_cidr_ward" not in a.obs
+    assert "compare_cidr" not in a.uns
+    assert list(a.uns["compare"]["methods"]) == ["pca"]
+
+
 def test_without_labels_chooses_k_and_has_nan_scores(synthetic):
     a = synthetic[:60].copy()
     t = sd.tl.compare_clusterings(
