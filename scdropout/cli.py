@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -49,6 +50,42 @@ class _Step:
             print(f"[{PROG}] {self.name}: done in {dt:.2f}s", file=sys.stderr, flush=True)
 
 
+def _as_flags(text: str) -> str:
+    """Say what the io functions call `genome=` and `path=` in the words of the command line."""
+    text = text.replace("leave `genome=None`", "leave out --genome")
+    text = text.replace("with `genome=`", "with --genome")
+    text = re.sub(r"`genome=('[^']*')`", r"--genome \1", text)
+    return re.sub(r"`path=('[^']*')`", r"\1", text)
+
+
+def _read_10x(path: Path, *, genome: str | None) -> Any:
+    """:func:`io.read_10x`, with its errors naming command-line flags rather than arguments."""
+    try:
+        return io.read_10x(path, genome=genome) if genome else io.read_10x(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        text = str(err).strip("'\"") if isinstance(err, KeyError) else str(err)
+        if _as_flags(text) == text:
+            raise
+        raise type(err)(_as_flags(text)) from err
+
+
+def _check_inputs(paths: Sequence[str], *, layer: str | None) -> None:
+    """Check, before anything is read, that every input exists and that --layer can apply."""
+    for path in paths:
+        if not Path(path).exists():
+            msg = f"input {path!r} does not exist"
+            raise FileNotFoundError(msg)
+    if layer is not None and not any(path.lower().endswith(".h5ad") for path in paths):
+        what = (
+            f"{paths[0]!r} is a 10X input" if len(paths) == 1 else "none of the inputs is an .h5ad"
+        )
+        msg = (
+            f"--layer {layer!r} applies to .h5ad inputs only; {what} (10X files hold their "
+            "counts in X: leave out --layer)"
+        )
+        raise ValueError(msg)
+
+
 def _load(path: str, *, genome: str | None, quiet: bool) -> Any:
     """Read a 10X ``.h5``, an mtx folder, a Cell Ranger ``outs/`` folder or an ``.h5ad``."""
     p = Path(path)
@@ -60,7 +97,31 @@ def _load(path: str, *, genome: str | None, quiet: bool) -> Any:
             import anndata
 
             return anndata.read_h5ad(p)
-        return io.read_10x(p, genome=genome) if genome else io.read_10x(p)
+        return _read_10x(p, genome=genome)
+
+
+def _drop_empty_cells(adata: Any, warned: list[str], *, layer: str | None = None) -> Any:
+    """Drop cells without counts (they have no dropout rate), noting it in ``warned``.
+
+    CITE-seq cells can be empty once the antibody counts are dropped (only gene expression is
+    read).
+    """
+    X = adata.X if layer is None or layer not in adata.layers else adata.layers[layer]
+    lib = np.asarray(X.sum(axis=1)).ravel()
+    empty = lib <= 0
+    if empty.any():
+        warned.append(
+            f"{int(empty.sum()):,} cells without any count were removed (first "
+            f"{adata.obs_names[empty][0]!r})"
+        )
+        adata = adata[~empty].copy()
+    return adata
+
+
+def _print_warnings(warned: list[str], *, quiet: bool) -> None:
+    if not quiet:
+        for text in warned:
+            print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 def _check_out(out: str, *, overwrite: bool) -> Path:
@@ -68,24 +129,57 @@ def _check_out(out: str, *, overwrite: bool) -> Path:
     if p.suffix != ".h5ad":
         msg = f"--out {out!r} must end in .h5ad"
         raise ValueError(msg)
+    if p.is_dir():
+        msg = f"--out {out!r} is a folder; give the path of an .h5ad file"
+        raise ValueError(msg)
     if p.exists() and not overwrite:
         msg = f"--out {out!r} exists; pass --overwrite to replace it"
         raise FileExistsError(msg)
-    if not p.parent.exists():
+    if not p.parent.is_dir():
         msg = f"the folder of --out {out!r} does not exist"
         raise FileNotFoundError(msg)
     return p
 
 
-def _write_h5ad(adata: Any, path: Path) -> None:
-    """Write to a temporary name in the same folder, then rename: no partial file on failure."""
+def _check_table(table: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse a --table that is --out, a folder, in a missing folder, or exists (no --overwrite)."""
+    if table.resolve() == out.resolve():
+        msg = f"--table {str(table)!r} is the same file as --out; choose another --table"
+        raise ValueError(msg)
+    if table.is_dir():
+        msg = f"--table {str(table)!r} is a folder; give the path of a CSV file"
+        raise ValueError(msg)
+    if table.exists() and not overwrite:
+        msg = f"--table {str(table)!r} exists; pass --overwrite to replace it"
+        raise FileExistsError(msg)
+    if not table.parent.is_dir():
+        msg = f"the folder of --table {str(table)!r} does not exist"
+        raise FileNotFoundError(msg)
+
+
+def _write_h5ad(
+    adata: Any, path: Path, *, table: Any = None, table_path: Path | None = None
+) -> None:
+    """Write to temporary names in the same folder, then rename: no partial file on failure.
+
+    With ``table``, the CSV ``table_path`` is written too, and neither file is moved into place
+    unless both were written.
+    """
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp_table = None
+    if table_path is not None:
+        tmp_table = table_path.with_name(f".{table_path.name}.partial-{os.getpid()}")
     try:
+        if tmp_table is not None:
+            table.to_csv(tmp_table, index_label="gene")
         adata.write_h5ad(tmp)
         tmp.replace(path)
+        if tmp_table is not None:
+            tmp_table.replace(table_path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for t in (tmp, tmp_table):
+            if t is not None and t.exists():
+                t.unlink()
 
 
 def _summary(adata: Any, key: str) -> dict[str, Any]:
@@ -150,7 +244,11 @@ def _print_summary(path: str, s: dict[str, Any]) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    _check_inputs([args.path], layer=args.layer)
     adata = _load(args.path, genome=args.genome, quiet=args.quiet)
+    warned: list[str] = []
+    adata = _drop_empty_cells(adata, warned, layer=args.layer)
+    _print_warnings(warned, quiet=args.quiet)
     with _Step("dropout statistics", quiet=args.quiet):
         pp.dropout_stats(adata, layer=args.layer, n_jobs=args.n_jobs)
     s = _summary(adata, "dropout")
@@ -164,10 +262,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_genes(args: argparse.Namespace) -> int:
     out = _check_out(args.out, overwrite=args.overwrite)
     table = Path(args.table) if args.table else out.with_suffix(".genes.csv")
-    if table.exists() and not args.overwrite:
-        msg = f"--table {str(table)!r} exists; pass --overwrite to replace it"
-        raise FileExistsError(msg)
+    _check_table(table, out, overwrite=args.overwrite)
+    _check_inputs([args.path], layer=args.layer)
     adata = _load(args.path, genome=args.genome, quiet=args.quiet)
+    warned: list[str] = []
+    adata = _drop_empty_cells(adata, warned, layer=args.layer)
+    _print_warnings(warned, quiet=args.quiet)
     with _Step("dropout statistics", quiet=args.quiet):
         pp.dropout_stats(adata, layer=args.layer, n_jobs=args.n_jobs)
     fdr = None if args.n_top_genes is not None else args.fdr
@@ -185,10 +285,7 @@ def _cmd_genes(args: argparse.Namespace) -> int:
     df = adata.var[cols].rename(columns=lambda c: c.removeprefix(f"{key}_"))
     df = df.sort_values("rank")
     with _Step(f"writing {out} and {table}", quiet=args.quiet):
-        _write_h5ad(adata, out)
-        tmp = table.with_name(f".{table.name}.partial-{os.getpid()}")
-        df.to_csv(tmp, index_label="gene")
-        tmp.replace(table)
+        _write_h5ad(adata, out, table=df, table_path=table)
     n_sel = int(adata.var[f"{key}_selected"].sum())
     print(f"{n_sel:,} of {adata.n_vars:,} genes selected ({args.flavor}); wrote {out} and {table}")
     return 0
@@ -203,6 +300,17 @@ RULES = tuple(_keys.COMPARE_RULES)
 COMPARE_KEY = _keys.COMPARE
 # files a previous `scdropout cluster` leaves in its folder; --overwrite replaces only such folders
 _OUTPUT_FILES = ("result.h5ad", "clusters.csv", "comparison.csv", "report.html")
+# what Cell Ranger names its matrices inside outs/ (v3+ and v2; folders and .h5 files)
+_CELLRANGER_NAMES = (
+    "filtered_feature_bc_matrix",
+    "filtered_feature_bc_matrix.h5",
+    "raw_feature_bc_matrix",
+    "raw_feature_bc_matrix.h5",
+    "filtered_gene_bc_matrices",
+    "filtered_gene_bc_matrices_h5.h5",
+    "raw_gene_bc_matrices",
+    "raw_gene_bc_matrices_h5.h5",
+)
 # warnings that are library noise, not something the user of the report can act on
 _NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
@@ -229,15 +337,85 @@ def _parse_rules(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, what: str) -> Any:
+    """Make an argparse type for integers >= ``minimum`` (argparse names the flag, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            msg = f"expected {what}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_n_clusters = _int_at_least(2, "an integer of at least 2")
+_seed = _int_at_least(0, "a non-negative integer")
+
+
+def _n_jobs(text: str) -> int:
+    """``--n-jobs``: a positive number of threads, or -1 for all cores."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        msg = f"expected a positive integer, got {text!r}"
+    if value < 1 and value != -1:
+        msg = f"expected a positive integer or -1 (all cores), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _fdr(text: str) -> float:
+    """``--fdr``: a q-value threshold in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        msg = f"expected a number in (0, 1], got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _device(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (whether CUDA is there is checked before reading)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        msg = f"expected auto, cpu, cuda or cuda:N, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def _check_device(device: str) -> None:
+    """Refuse ``--device cuda[:N]`` on a machine without that CUDA device (imports torch)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= n:
+        have = f"only {n} CUDA device(s) are available" if n else "CUDA is not available here"
+        msg = f"--device {device!r} asks for a CUDA device, but {have}; use --device auto or cpu"
+        raise ValueError(msg)
+
+
+def _check_labels(spec: str | None) -> None:
+    """Refuse a missing --labels file (a path or a .csv); a column name is checked later."""
+    if spec is None:
+        return
+    p = Path(spec)
+    looks_like_file = p.suffix.lower() in (".csv", ".tsv", ".txt") or os.sep in spec or "/" in spec
+    if p.is_dir():
+        msg = f"--labels {spec!r} is a folder; give a CSV of barcode,label or an obs column"
+        raise ValueError(msg)
+    if looks_like_file and not p.exists():
+        msg = f"--labels {spec!r} does not exist; give a CSV of barcode,label or an obs column"
+        raise FileNotFoundError(msg)
 
 
 def _check_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -264,12 +442,16 @@ def _check_out_dir(out: Path, *, overwrite: bool) -> None:
 
 
 def _sample_names(paths: Sequence[str]) -> list[str]:
-    """Name each input: its file stem, or the sample folder of a Cell Ranger output."""
-    generic = {"outs", "filtered_feature_bc_matrix", "filtered_gene_bc_matrices", ""}
+    """Name each input: its file stem, or the sample folder of a Cell Ranger output.
+
+    Cell Ranger's own names (``outs``, ``filtered_feature_bc_matrix[.h5]``, ...) say nothing
+    about the sample, so ``a/outs/filtered_feature_bc_matrix.h5`` is named "a", as ``a/outs``.
+    """
+    generic = {"outs", "", *_CELLRANGER_NAMES}
     names: list[str] = []
     for path in paths:
         p = Path(path).resolve()
-        if p.is_file():
+        if p.is_file() and p.name not in generic:
             name = p.name.removesuffix(".h5ad").removesuffix(".h5")
         else:
             while p.name in generic and p.parent != p:
@@ -294,7 +476,7 @@ def _read_sample(path: str, *, layer: str | None, genome: str | None) -> Any:
         msg = f"input {path!r} does not exist"
         raise FileNotFoundError(msg)
     try:
-        adata = io.read_10x(p, genome=genome) if genome else io.read_10x(p)
+        adata = _read_10x(p, genome=genome)
     except (OSError, ValueError, KeyError, TypeError) as err:
         text = str(err).strip("'\"")
         if path in text or str(p.resolve()) in text:
@@ -376,14 +558,7 @@ def _combine(parts: list[Any], names: list[str], paths: Sequence[str]) -> Any:
 
 def _qc(adata: Any, warned: list[str]) -> Any:
     """Drop cells without counts (they have no dropout rate), with a warning."""
-    lib = np.asarray(adata.X.sum(axis=1)).ravel()
-    empty = lib <= 0
-    if empty.any():
-        warned.append(
-            f"{int(empty.sum()):,} cells without any count were removed (first "
-            f"{adata.obs_names[empty][0]!r})"
-        )
-        adata = adata[~empty].copy()
+    adata = _drop_empty_cells(adata, warned)
     if adata.n_obs < 3:
         msg = f"only {adata.n_obs} cells with counts; clustering needs at least 3"
         raise ValueError(msg)
@@ -422,11 +597,20 @@ def _attach_labels(adata: Any, spec: str | None) -> str | None:
                 f"the file: {labels.index[0] if len(labels) else 'none'!r}"
             )
             raise ValueError(msg)
+        values = labels.reindex(adata.obs_names)
+        blank = (values.str.strip() == "").to_numpy()
+        if blank.any():
+            msg = (
+                f"--labels {spec!r} has no label for {int(blank.sum()):,} cells (an empty "
+                f"field; first {adata.obs_names[blank][0]!r}); give every cell a label"
+            )
+            raise ValueError(msg)
         col = "label" if "label" not in adata.obs.columns else "labels_csv"
-        adata.obs[col] = pd.Categorical(labels.reindex(adata.obs_names).to_numpy())
+        adata.obs[col] = pd.Categorical(values.to_numpy())
         return col
     if spec in adata.obs.columns:
-        missing = adata.obs[spec].isna()
+        column = adata.obs[spec]
+        missing = column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy()
         if missing.any():
             msg = f"--labels column {spec!r} has no value for {int(missing.sum()):,} cells"
             raise ValueError(msg)
@@ -450,8 +634,14 @@ def _save_figure(fig: Any, path: Path) -> bytes:
     return png
 
 
-def _figures(adata: Any, folder: Path, *, labels_key: str | None, compared: bool) -> dict:
-    """Draw every figure of the report into ``folder`` and return their PNG bytes by name."""
+def _figures(
+    adata: Any, folder: Path, *, labels_key: str | None, compared: bool, table: Any = None
+) -> dict:
+    """Draw every figure of the report into ``folder`` and return their PNG bytes by name.
+
+    ``table`` is the comparison table; with labels, the score figures are left out when it
+    holds no score (every method skipped).
+    """
     import matplotlib as mpl
 
     mpl.use("Agg")
@@ -473,23 +663,18 @@ def _figures(adata: Any, folder: Path, *, labels_key: str | None, compared: bool
             pl.compare_embeddings(adata, key=COMPARE_KEY, color=labels_key, rule="ward"),
             folder / "embeddings_labels.png",
         )
-        for metric in ("ari", "nmi"):
+        scored = table is None or bool(table.filter(like="ari_").notna().to_numpy().any())
+        for metric in ("ari", "nmi") if scored else ():  # none when every method was skipped
             figs[f"scores_{metric}"] = _save_figure(
                 pl.compare_scores(adata, key=COMPARE_KEY, metric=metric),
                 folder / f"scores_{metric}.png",
             )
-    # CIDR diagnostics, when the comparison keeps tl.cidr's results under "<key>_cidr"
-    for key in (f"{COMPARE_KEY}_cidr",):
-        res = adata.uns.get(key)
-        if isinstance(res, dict) and "eigenvalues" in res:
-            figs["cidr_eigenvalues"] = _save_figure(
-                pl.cidr_eigenvalues(adata, key=key), folder / "cidr_eigenvalues.png"
-            )
-            if f"{key}_threshold" in adata.obs.columns:
-                figs["cidr_thresholds"] = _save_figure(
-                    pl.cidr_thresholds(adata, key=key), folder / "cidr_thresholds.png"
-                )
-            break
+    # CIDR's scree, when the comparison keeps tl.cidr's record under "<key>_cidr"
+    key = f"{COMPARE_KEY}_cidr"
+    if isinstance(adata.uns.get(key), dict) and "eigenvalues" in adata.uns[key]:
+        figs["cidr_eigenvalues"] = _save_figure(
+            pl.cidr_eigenvalues(adata, key=key), folder / "cidr_eigenvalues.png"
+        )
     # the autoencoder's training curves, when the comparison keeps tl.autoencoder's record
     key = f"{COMPARE_KEY}_dae"
     if isinstance(adata.uns.get(key), dict) and "history" in adata.uns[key]:
@@ -575,9 +760,6 @@ def _cluster_pipeline(args: argparse.Namespace, tmp: Path, timings: dict[str, fl
 
     warned: list[str] = []
     quiet = args.quiet
-    if args.layer is not None and not any(s.lower().endswith(".h5ad") for s in args.samples):
-        msg = "--layer applies to .h5ad inputs only; none of the inputs is an .h5ad"
-        raise ValueError(msg)
     names = _sample_names(args.samples)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -613,7 +795,9 @@ def _cluster_pipeline(args: argparse.Namespace, tmp: Path, timings: dict[str, fl
         ):
             table = _run_compare(adata, args, labels_key)
         with _Step("figures", quiet=quiet, timings=timings):
-            figs = _figures(adata, tmp / "figures", labels_key=labels_key, compared=True)
+            figs = _figures(
+                adata, tmp / "figures", labels_key=labels_key, compared=True, table=table
+            )
         with _Step("write results", quiet=quiet, timings=timings):
             adata.write_h5ad(tmp / "result.h5ad")
             _clusters_table(adata, labels_key).to_csv(tmp / "clusters.csv")
@@ -628,9 +812,7 @@ def _cluster_pipeline(args: argparse.Namespace, tmp: Path, timings: dict[str, fl
     for method, status in table["status"].items():
         if str(status) != "ok" and not any(repr(str(method)) in w for w in warned):
             warned.append(f"method {str(method)!r} {status}")
-    if not quiet:
-        for text in warned:
-            print(f"{PROG}: warning: {text}", file=sys.stderr)
+    _print_warnings(warned, quiet=quiet)
     with _Step("report", quiet=quiet, timings=timings):
         params = {
             "samples": " ".join(args.samples),
@@ -674,7 +856,24 @@ def _cluster_pipeline(args: argparse.Namespace, tmp: Path, timings: dict[str, fl
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
+    # everything that can be checked without reading data is checked first
+    _check_inputs(args.samples, layer=args.layer)
+    _check_labels(args.labels)
+    _check_device(args.device)
     out = Path(args.out)
+    # "." and ".." get a real name (the temporary folder goes beside it); a symlink stays one
+    out = out.resolve() if out.name in ("", "..") else out.parent.resolve() / out.name
+    cwd = Path.cwd()
+    if out == cwd or out in cwd.parents:
+        msg = (
+            f"--out {args.out!r} is the current folder or one above it, which --overwrite would "
+            "replace; choose a new folder for the results"
+        )
+        raise ValueError(msg)
+    for sample in args.samples:
+        if out == Path(sample).resolve() or out in Path(sample).resolve().parents:
+            msg = f"--out {args.out!r} holds the input {sample!r}; choose another --out"
+            raise ValueError(msg)
     _check_out_dir(out, overwrite=args.overwrite)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
@@ -701,12 +900,14 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "path", help="10X .h5, mtx folder (v2 or v3), Cell Ranger outs/ folder, or .h5ad"
     )
-    common.add_argument("--layer", default=None, help="layer holding raw counts (default: X)")
+    common.add_argument(
+        "--layer", default=None, help="layer of an .h5ad holding raw counts (default: X)"
+    )
     common.add_argument(
         "--genome", default=None, help="genome of a multi-genome Cell Ranger v2 .h5"
     )
     common.add_argument(
-        "--n-jobs", type=int, default=None, help="threads for numba kernels (default: all)"
+        "--n-jobs", type=_n_jobs, default=None, help="threads for numba kernels (default: all)"
     )
     common.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     common.add_argument(
@@ -739,10 +940,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_genes.add_argument("--flavor", choices=["nbumi", "m3drop"], default="nbumi")
     p_genes.add_argument(
-        "--n-top-genes", type=int, default=None, help="select this many top genes"
+        "--n-top-genes", type=_positive_int, default=None, help="select this many top genes"
     )
     p_genes.add_argument(
-        "--fdr", type=float, default=0.05, help="q-value threshold when --n-top-genes is not set"
+        "--fdr",
+        type=_fdr,
+        default=0.05,
+        help="q-value threshold in (0, 1] when --n-top-genes is not set (default 0.05)",
     )
     p_genes.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p_genes.set_defaults(func=_cmd_genes)
@@ -797,7 +1001,7 @@ def _parser() -> argparse.ArgumentParser:
     p_cluster.add_argument("--flavor", choices=["nbumi", "m3drop"], default="nbumi")
     p_cluster.add_argument(
         "--n-clusters",
-        type=_positive_int,
+        type=_n_clusters,
         default=None,
         help="number of clusters (default: each method's automatic choice, or the number of labels)",
     )
@@ -807,7 +1011,10 @@ def _parser() -> argparse.ArgumentParser:
         help="known cell labels: an obs column of the input or a CSV of barcode,label",
     )
     p_cluster.add_argument(
-        "--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 (default auto)"
+        "--device",
+        type=_device,
+        default="auto",
+        help="torch device: auto, cpu, cuda, cuda:1 (default auto)",
     )
     p_cluster.add_argument(
         "--epochs",
@@ -815,9 +1022,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="maximum autoencoder epochs (default: the autoencoder's own)",
     )
-    p_cluster.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     p_cluster.add_argument(
-        "--n-jobs", type=int, default=None, help="threads for numba kernels (default: all)"
+        "--random-state", type=_seed, default=0, help="seed, a non-negative integer (default 0)"
+    )
+    p_cluster.add_argument(
+        "--n-jobs",
+        type=_n_jobs,
+        default=None,
+        help="threads for numba kernels, -1 for all (default: all)",
     )
     p_cluster.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     p_cluster.add_argument("--quiet", action="store_true", help="no progress messages on stderr")

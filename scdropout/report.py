@@ -90,6 +90,8 @@ def _fmt(value: Any) -> str:
     """Format one table cell: integers with separators, floats with 3-4 significant digits."""
     if isinstance(value, bool):
         return str(value)
+    if value is None or value is pd.NA or value is pd.NaT:  # nullable columns' missing values
+        return "–"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):

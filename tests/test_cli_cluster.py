@@ -394,3 +394,125 @@ def test_failure_half_way_leaves_no_folder(data, tmp_path, monkeypatch, capsys):
 def test_info_and_genes_still_work(data, tmp_path, capsys):
     assert main(["info", str(data["h5"]), "--quiet", "--json"]) == 0
     assert '"cells": 150' in capsys.readouterr().out
+
+
+def test_blank_labels_are_an_error(data, tmp_path, capsys):
+    """keep_default_na=False reads an empty label as "", which must not become a class."""
+    labels = pd.read_csv(data["labels"], dtype=str)
+    labels.loc[[3, 7, 11], "label"] = ""
+    csv = tmp_path / "labels.csv"
+    labels.to_csv(csv, index=False)
+    out = tmp_path / "res"
+    assert main(["cluster", str(data["h5"]), "--out", str(out), "--labels", str(csv)]) == 1
+    line = _err_line(capsys)
+    assert f"--labels {str(csv)!r} has no label for 3 cells" in line
+    assert repr(data["adata"].obs_names[3]) in line
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+def _must_not_read(*args, **kwargs):
+    msg = "data was read before the options were checked"
+    raise AssertionError(msg)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            ["--device", "cuda"],
+            "--device 'cuda' asks for a CUDA device, but CUDA is not available",
+        ),
+        (["--labels", "nope/labels.csv"], "--labels 'nope/labels.csv' does not exist"),
+        (["--layer", "counts"], "--layer 'counts' applies to .h5ad inputs only"),
+        (["MISSING"], "input 'MISSING' does not exist"),
+    ],
+)
+def test_options_and_inputs_are_checked_before_reading(
+    data, tmp_path, monkeypatch, capsys, extra, expected
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cli, "_read_sample", _must_not_read)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res"
+    argv = ["cluster", str(data["h5"]), "--out", str(out)]
+    if extra == ["MISSING"]:
+        argv.insert(2, "MISSING")  # the second sample is missing: the first is not read either
+    else:
+        argv += extra
+    assert main(argv) == 1
+    assert expected in _err_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--n-clusters", "1"),
+        ("--random-state", "-1"),
+        ("--n-jobs", "0"),
+        ("--device", "gpu"),
+        ("--device", "cuda:x"),
+    ],
+)
+def test_bad_option_is_a_usage_error_naming_the_flag(data, tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["cluster", str(data["h5"]), "--out", str(tmp_path / "r"), option, value])
+    assert exc.value.code == 2
+    assert f"argument {option}: expected" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_h5_inputs_are_named_after_their_run_folder(tmp_path):
+    paths = []
+    for run in ("a", "b"):
+        outs = tmp_path / run / "outs"
+        outs.mkdir(parents=True)
+        (outs / "filtered_feature_bc_matrix.h5").touch()
+        paths.append(str(outs / "filtered_feature_bc_matrix.h5"))
+    (tmp_path / "s1.h5").touch()
+    (tmp_path / "c" / "outs" / "filtered_feature_bc_matrix").mkdir(parents=True)
+    paths += [str(tmp_path / "s1.h5"), str(tmp_path / "c" / "outs" / "filtered_feature_bc_matrix")]
+    assert cli._sample_names(paths) == ["a", "b", "s1", "c"]
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent of cwd", "holds an input"])
+def test_out_that_would_replace_the_working_folder_or_an_input(
+    fake_compare, data, tmp_path, monkeypatch, capsys, where
+):
+    """--out . --overwrite would replace the folder the user is in (before: a PosixPath error)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "result.h5ad").write_text("an old result")  # so --overwrite would accept the folder
+    monkeypatch.chdir(work)
+    if where == "holds an input":
+        sample = work / "s1.h5"
+        sample.write_bytes(data["h5"].read_bytes())
+        argv, out = ["cluster", str(sample)], str(work)
+        monkeypatch.chdir(tmp_path)
+    else:
+        argv, out = ["cluster", str(data["h5"])], "." if where == "cwd" else ".."
+    assert main([*argv, "--out", out, "--overwrite", "--methods", "pca"]) == 1
+    line = _err_line(capsys)
+    assert f"--out {out!r}" in line
+    assert "current folder" in line or "holds the input" in line
+    assert (work / "result.h5ad").read_text() == "an old result"
+    _no_leftovers(tmp_path)
+
+
+def test_labels_with_every_method_skipped_still_write_a_report(tmp_path):
+    a = sd.datasets.synthetic(n_cells=6, n_genes=200, random_state=1)
+    sd.io.write_10x_h5(a, tmp_path / "s.h5")
+    labels = tmp_path / "l.csv"
+    pd.DataFrame({"barcode": a.obs_names, "label": a.obs["group"].astype(str)}).to_csv(
+        labels, index=False
+    )
+    out = tmp_path / "o"
+    argv = ["cluster", str(tmp_path / "s.h5"), "--out", str(out), "--quiet"]
+    rc = main([*argv, "--methods", "dae", "--labels", str(labels)])  # dae needs 20 cells
+    assert rc == 0
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert not {"scores_ari.png", "scores_nmi.png"} & figures  # nothing to score
+    assert "embeddings_labels.png" in figures

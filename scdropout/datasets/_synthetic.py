@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -82,9 +84,12 @@ def synthetic(
     true_counts
         Store the pre-dropout counts in ``layers['true_counts']``.
     chunk_size
-        Cells simulated at once (memory ~ ``chunk_size × n_genes`` float64).
+        Cells simulated at once (memory ~ ``chunk_size × n_genes`` float64). The random draws
+        are taken chunk by chunk, so another ``chunk_size`` gives another sample (of the same
+        distribution) from the same seed; the default keeps data sets of up to 2,000 cells
+        in one chunk.
     random_state
-        Seed or Generator; the same seed gives the same data.
+        Seed or Generator; the same seed (and ``chunk_size``) gives the same data.
 
     Returns
     -------
@@ -116,6 +121,23 @@ def synthetic(
             "lower `n_markers` or raise `n_genes`."
         )
         raise ValueError(msg)
+    for name, value in [
+        ("marker_fold_change", marker_fold_change),
+        ("library_size", library_size),
+        ("library_size_sd", library_size_sd),
+        ("dispersion", dispersion),
+        ("dropout_midpoint", dropout_midpoint),
+        ("dropout_slope", dropout_slope),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            msg = f"`{name}` must be a number, got {value!r}."
+            raise TypeError(msg)
+    if not np.isfinite(dropout_midpoint):
+        msg = f"`dropout_midpoint` must be a finite number, got {dropout_midpoint!r}."
+        raise ValueError(msg)
+    if not isinstance(true_counts, bool | np.bool_):
+        msg = f"`true_counts` must be a bool, got {true_counts!r}."
+        raise TypeError(msg)
     for name, value in [
         ("marker_fold_change", marker_fold_change),
         ("library_size", library_size),
@@ -202,6 +224,7 @@ def synthetic(
         "dispersion": float(dispersion),
         "dropout_midpoint": float(dropout_midpoint),
         "dropout_slope": float(dropout_slope),
+        "chunk_size": int(chunk_size),
         "random_state": seed_repr(random_state),
     }
     return adata

@@ -97,7 +97,27 @@ def read_tsv(path: Path, *, min_columns: int) -> list[np.ndarray]:
             f"least {min_columns} (first line: {first!r})."
         )
         raise ValueError(msg)
+    if table.shape[1] > 1 and (table.iloc[:, -1] == "").any():
+        _check_ragged(path, content, table.shape[1])
     return [table[c].to_numpy(dtype=object) for c in table.columns]
+
+
+def _check_ragged(path: Path, content: bytes, n_columns: int) -> None:
+    """Raise ``ValueError`` naming the first line with fewer than ``n_columns`` fields.
+
+    pandas pads a short line with empty strings, which would read as, e.g., a feature of type
+    ""; only lines whose last field is empty reach this check, so it costs nothing otherwise.
+    """
+    for number, raw in enumerate(content.split(b"\n"), start=1):
+        line = raw.rstrip(b"\r")
+        n_fields = line.count(b"\t") + 1
+        if n_fields < n_columns and line:
+            shown = line.decode("utf-8", errors="replace")[:80]
+            msg = (
+                f"{str(path)!r} line {number} has {n_fields} column(s) where the other lines have "
+                f"{n_columns} ({shown!r}); the file is truncated or damaged."
+            )
+            raise ValueError(msg)
 
 
 def make_unique(names: np.ndarray) -> pd.Index:

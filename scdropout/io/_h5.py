@@ -235,14 +235,36 @@ def _read_v3(path: Path, f: h5py.File, genome: str | None, *, gex_only: bool) ->
     return X, barcodes, var.iloc[keep] if not keep.all() else var
 
 
+def _is_anndata(f: h5py.File) -> bool:
+    """Whether ``f`` has the layout anndata writes (.h5ad): encoding attributes, obs and var."""
+    import h5py
+
+    if "encoding-type" in f.attrs:
+        return True
+    groups = [v for v in f.values() if isinstance(v, h5py.Group)]
+    return {"obs", "var"} <= set(f.keys()) or any("encoding-type" in g.attrs for g in groups)
+
+
 def _read_v2(path: Path, f: h5py.File, genome: str | None) -> _Parts:
     import h5py
 
-    genomes = [k for k, v in f.items() if isinstance(v, h5py.Group)]
+    # a v2 genome group holds barcodes, genes and gene_names; any of them marks one
+    genomes = [
+        k
+        for k, v in f.items()
+        if isinstance(v, h5py.Group) and any(n in v for n in ("barcodes", "genes", "gene_names"))
+    ]
+    if not genomes and _is_anndata(f):
+        msg = (
+            f"{str(path)!r} is an AnnData (.h5ad) file, not a Cell Ranger .h5 (top-level names: "
+            f"{list(f.keys())}); read it with `anndata.read_h5ad`, or name it .h5ad."
+        )
+        raise ValueError(msg)
     if not genomes:
         msg = (
             f"{str(path)!r} is not a 10X matrix: it has neither a 'matrix' group (Cell Ranger "
-            f"v3+) nor genome groups (v2); top-level names: {list(f.keys())}."
+            f"v3+) nor genome groups holding barcodes and genes (v2); top-level names: "
+            f"{list(f.keys())}."
         )
         raise ValueError(msg)
     if genome is None:
@@ -312,7 +334,7 @@ def read_10x_h5(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not HDF5 or not a 10X matrix; if a dataset is missing (the message gives
+        If the file is not HDF5 or not a 10X matrix (e.g. an .h5ad named .h5); if a dataset is missing (the message gives
         its path in the file) or its length disagrees with the matrix shape; if ``genome`` is
         not in the file (the message lists the genomes present) or is needed but not given; if
         a count is negative or not an integer; if a barcode is duplicated; if ``gex_only``

@@ -35,12 +35,34 @@ _FIELDS = ("integer", "real")
 _READ_BUFFER = 1 << 22
 
 
+# v2 and v3 names of each file; a folder must hold exactly one name of each row
+_V2_FILES = ("matrix.mtx", "genes.tsv", "barcodes.tsv")
+_V3_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+
+
 def _find(folder: Path, stems: tuple[str, ...]) -> Path:
-    """Return the first of ``stem`` or ``stem.gz`` present in ``folder``."""
-    for stem in stems:
-        for name in (stem, f"{stem}.gz"):
-            if (folder / name).is_file():
-                return folder / name
+    """Return the one of ``stem`` or ``stem.gz`` (for any of ``stems``) present in ``folder``.
+
+    Two of them at once (``matrix.mtx`` and ``matrix.mtx.gz``, or ``genes.tsv`` and
+    ``features.tsv.gz``) mean the folder mixes files of two runs or versions; reading either
+    could pair a matrix with another run's barcodes, so that is an error.
+    """
+    found = [
+        folder / name
+        for stem in stems
+        for name in (stem, f"{stem}.gz")
+        if (folder / name).is_file()
+    ]
+    if len(found) > 1:
+        names = ", ".join(repr(p.name) for p in found[:-1]) + f" and {found[-1].name!r}"
+        msg = (
+            f"{str(folder)!r} holds {names}, so it mixes files of two Cell Ranger runs or "
+            f"versions (v2: {', '.join(_V2_FILES)}; v3: {', '.join(_V3_FILES)}); remove the "
+            "files that do not belong."
+        )
+        raise ValueError(msg)
+    if found:
+        return found[0]
     wanted = " or ".join(f"{s}[.gz]" for s in stems)
     msg = (
         f"{str(folder)!r} has no {wanted}, so it is not a complete Cell Ranger matrix folder; "
@@ -97,6 +119,10 @@ def _read_entries(path: Path) -> sparse.coo_matrix:
                 io.BufferedReader(inflated, buffer_size=_READ_BUFFER) as stream,
             ):
                 return mmread(stream)
+        if path.suffix in (".gz", ".bz2"):
+            # scipy would pick a decompressor from the name; the content says plain text
+            with path.open("rb") as raw:
+                return mmread(raw)
         return mmread(os.fspath(path))
     except (ValueError, RuntimeError) as err:
         msg = f"{str(path)!r} is not a valid MatrixMarket file: {err}"
@@ -119,10 +145,10 @@ def read_10x_mtx(
     Handles Cell Ranger v2 folders (``matrix.mtx``, ``genes.tsv``, ``barcodes.tsv``) and v3+
     folders (``matrix.mtx.gz``, ``features.tsv.gz``, ``barcodes.tsv.gz``). The version is taken
     from the content: a feature file with two columns (id, name) is v2, one with three or more
-    (id, name, feature type, ...) is v3; each file may be gzipped or not. Values are returned as
-    stored, never normalised. The result agrees with :func:`scanpy.read_10x_mtx` (values,
-    barcodes, names, ``gene_ids``, ``feature_types``), except that X is CSR rather than CSC and
-    v2 folders also get ``feature_types``.
+    (id, name, feature type, ...) is v3; each file may be gzipped or not, whatever its name
+    says. Values are returned as stored, never normalised. The result agrees with
+    :func:`scanpy.read_10x_mtx` (values, barcodes, names, ``gene_ids``, ``feature_types``),
+    except that X is CSR rather than CSC and v2 folders also get ``feature_types``.
 
     Parameters
     ----------
@@ -152,10 +178,13 @@ def read_10x_mtx(
         If ``path`` does not exist or lacks one of the three files (the message lists what it
         holds).
     ValueError
-        If ``path`` is not a folder; if a file is a truncated or corrupt gzip; if the matrix
-        header is not ``%%MatrixMarket matrix coordinate integer|real general``; if the matrix
-        dimensions disagree with the numbers of features or barcodes; if a count is negative or
-        not an integer; if a barcode is duplicated; if ``gex_only`` leaves no features.
+        If ``path`` is not a folder; if it holds two versions of a file (``matrix.mtx`` and
+        ``matrix.mtx.gz``, ``genes.tsv`` and ``features.tsv.gz``, ...); if a file is a
+        truncated or corrupt gzip; if the matrix header is not ``%%MatrixMarket matrix
+        coordinate integer|real general``; if the matrix dimensions disagree with the numbers of
+        features or barcodes; if a line of the feature file has fewer columns than the others
+        (the message gives the line number); if a count is negative or not an integer; if a
+        barcode is duplicated; if ``gex_only`` leaves no features.
 
     Examples
     --------

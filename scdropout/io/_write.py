@@ -29,6 +29,17 @@ _MTX_BANNER = b"%%MatrixMarket matrix coordinate integer general\n"
 _MTX_METADATA = b'%metadata_json: {"software_version": "scdropout", "format_version": 2}\n'
 _H5_CHUNK = 80_000  # Cell Ranger's chunk length for data/indices/indptr
 _GZIP_LEVEL = 4  # h5py's default gzip level, used for .gz text files too
+# every name read_10x_mtx looks for; a folder may hold only one name per file
+_MTX_NAMES = (
+    "matrix.mtx",
+    "matrix.mtx.gz",
+    "features.tsv",
+    "features.tsv.gz",
+    "genes.tsv",
+    "genes.tsv.gz",
+    "barcodes.tsv",
+    "barcodes.tsv.gz",
+)
 
 
 class _Counts:
@@ -84,12 +95,15 @@ def _column(var: pd.DataFrame, key: str, default: object) -> np.ndarray:
 
 
 def _check_target(path: Path, *, overwrite: bool) -> None:
+    if path.is_dir():
+        msg = (
+            f"{str(path)!r} is a folder; cannot write a file there (`overwrite=True` replaces "
+            "files only), so remove it or choose another path."
+        )
+        raise ValueError(msg)
     if path.exists() and not overwrite:
         msg = f"{str(path)!r} already exists; pass `overwrite=True` to replace it."
         raise FileExistsError(msg)
-    if path.is_dir():
-        msg = f"{str(path)!r} is a folder; cannot write a file there."
-        raise ValueError(msg)
 
 
 @contextlib.contextmanager
@@ -196,7 +210,7 @@ def write_10x_h5(
     ValueError
         If the counts are negative, not integers or not finite; if barcodes are duplicated or
         a name holds a tab or newline; if ``version=2`` and some features are not gene
-        expression; if ``version`` is not 2 or 3.
+        expression; if ``version`` is not 2 or 3; if ``path`` is a folder.
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
 
@@ -214,21 +228,23 @@ def write_10x_h5(
     import h5py
 
     start = time.perf_counter()
-    c = _Counts(adata, layer=layer, version=version)
+    check_adata(adata)
+    check_choice(version, name="version", choices=(2, 3))
     if genome is not None and not isinstance(genome, str):
         msg = f"`genome` must be a string or None, got {type(genome).__name__}."
         raise TypeError(msg)
     if genome == "":
         msg = "`genome=''` is empty; pass a genome name such as 'GRCh38', or None."
         raise ValueError(msg)
+    path = Path(path)
+    _check_target(path, overwrite=overwrite)  # before the matrix is checked and copied
+    c = _Counts(adata, layer=layer, version=version)
     if genome is not None:
         genomes = np.full(c.n_genes, genome)
     elif c.genomes is not None:
         genomes = c.genomes
     else:
         genomes = np.full(c.n_genes, "unknown")
-    path = Path(path)
-    _check_target(path, overwrite=overwrite)
     with _atomic(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
         f.attrs["filetype"] = "matrix"
         if version == 3:
@@ -305,7 +321,11 @@ def write_10x_mtx(
     layer
         Layer holding the counts; ``None`` uses ``X``.
     overwrite
-        Replace existing files of the same names.
+        Replace existing files of the same names. The files of the other layout that a reader
+        would mix with the new ones (for v3: ``matrix.mtx``, ``genes.tsv``, ``features.tsv``,
+        ``genes.tsv.gz``, ``barcodes.tsv``; for v2: ``matrix.mtx.gz``, ``features.tsv.gz``,
+        ``features.tsv``, ``genes.tsv.gz``, ``barcodes.tsv.gz``) are removed once the new files
+        are in place; no other file in ``folder`` is touched.
 
     Returns
     -------
@@ -320,7 +340,8 @@ def write_10x_mtx(
         a name holds a tab or newline; if ``version=2`` and some features are not gene
         expression; if ``version`` is not 2 or 3; if ``folder`` is a file.
     FileExistsError
-        If one of the three files exists and ``overwrite`` is False.
+        If one of the three files, or a file of the other layout (see ``overwrite``), exists
+        and ``overwrite`` is False.
 
     Examples
     --------
@@ -333,7 +354,8 @@ def write_10x_mtx(
     50
     """
     start = time.perf_counter()
-    c = _Counts(adata, layer=layer, version=version)
+    check_adata(adata)
+    check_choice(version, name="version", choices=(2, 3))
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         msg = f"`folder={str(folder)!r}` is a file; pass a folder to write the matrix files into."
@@ -343,6 +365,16 @@ def write_10x_mtx(
     names.append(f"barcodes.tsv{gz}")
     for name in names:
         _check_target(folder / name, overwrite=overwrite)
+    # the reader refuses a folder holding two versions of a file: find the other layout's files
+    stale = [folder / n for n in _MTX_NAMES if n not in names and (folder / n).is_file()]
+    if stale and not overwrite:
+        msg = (
+            f"`folder={str(folder)!r}` holds {', '.join(repr(p.name) for p in stale)} of another "
+            f"Cell Ranger layout, which a reader would mix with the v{version} files; pass "
+            "`overwrite=True` to replace them (they are removed) or choose another folder."
+        )
+        raise FileExistsError(msg)
+    c = _Counts(adata, layer=layer, version=version)
     columns = [c.ids, c.names, c.types] if version == 3 else [c.ids, c.names]
     features = "".join("\t".join(row) + "\n" for row in zip(*columns, strict=True)).encode()
     barcodes = "".join(b + "\n" for b in c.barcodes).encode()
@@ -351,4 +383,7 @@ def write_10x_mtx(
     for name, chunks in zip(names, contents, strict=True):
         with _atomic(folder / name) as tmp:
             tmp.write_bytes(gzip_stream(chunks, level=_GZIP_LEVEL) if gz else b"".join(chunks))
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s (a file of the other Cell Ranger layout)", path)
     _log(c, folder, f"v{version} mtx{gz}", start)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scdropout import _keys
-from scdropout._utils import missing_key_message
+from scdropout._utils import check_positive_int, missing_key_message
 
 from ._common import stored_results
 
@@ -80,7 +80,11 @@ def cidr_thresholds(
     Raises
     ------
     KeyError
-        If ``tl.cidr`` results under ``key`` are missing.
+        If ``tl.cidr`` results under ``key`` are missing, or ``cells`` names an unknown cell.
+    IndexError
+        If ``cells`` holds a position outside the cells.
+    ValueError
+        If ``bins`` is not positive, ``cells`` is empty, or no threshold is finite.
     """
     import matplotlib.pyplot as plt
 
@@ -89,14 +93,18 @@ def cidr_thresholds(
     if col not in adata.obs.columns:
         raise KeyError(missing_key_message("key", col, adata.obs.columns, "obs"))
     thr = np.asarray(adata.obs[col], dtype=np.float64)
-    if cells is None:
-        order = np.argsort(thr, kind="stable")
+    check_positive_int(bins, name="bins")
+    finite = np.flatnonzero(np.isfinite(thr))
+    if finite.size == 0:
+        msg = f"`adata.obs[{col!r}]` has no finite threshold to draw."
+        raise ValueError(msg)
+    if cells is None:  # smallest, median and largest of the finite thresholds
+        order = finite[np.argsort(thr[finite], kind="stable")]
         picks = list(dict.fromkeys([order[0], order[order.size // 2], order[-1]]))
     else:
-        names = list(adata.obs_names)
-        picks = [names.index(c) if isinstance(c, str) else int(c) for c in cells]
+        picks = _cell_positions(adata, cells)
     fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=figsize or (10.0, 4.0), layout="constrained")
-    ax_t.hist(thr, bins=bins, color="0.6")
+    ax_t.hist(thr[finite], bins=bins, color="0.6")
     ax_t.set_xlabel("dropout-candidate threshold (log2 TPM + 1)")
     ax_t.set_ylabel("cells")
     ax_t.set_title("fast branch: one median threshold" if res.get("fast_thresholds") else "")
@@ -150,9 +158,12 @@ def cidr_eigenvalues(
     ------
     KeyError
         If ``tl.cidr`` results under ``key`` are missing.
+    ValueError, TypeError
+        If ``n_show`` is not a positive integer.
     """
     import matplotlib.pyplot as plt
 
+    check_positive_int(n_show, name="n_show")
     res = _results(adata, key)
     var = np.asarray(res["variation"], dtype=np.float64)[:n_show]
     npc = int(res["n_pcs"])
@@ -168,3 +179,29 @@ def cidr_eigenvalues(
     if show:
         plt.show()
     return ax
+
+
+def _cell_positions(adata: Any, cells: Any) -> list[int]:
+    """Return the positions of ``cells`` (obs names or integer positions), checked."""
+    if isinstance(cells, str | int | np.integer):
+        cells = [cells]  # one cell, not the characters of its name
+    names = adata.obs_names
+    out: list[int] = []
+    for c in cells:
+        if isinstance(c, str):
+            if c not in names:
+                msg = f"`cells` names {c!r}, which is not in `adata.obs_names`."
+                raise KeyError(msg)
+            out.append(int(np.flatnonzero(names == c)[0]))
+        elif isinstance(c, int | np.integer) and not isinstance(c, bool):
+            if not -adata.n_obs <= int(c) < adata.n_obs:
+                msg = f"`cells` holds position {int(c)}, outside 0..{adata.n_obs - 1}."
+                raise IndexError(msg)
+            out.append(int(c) % adata.n_obs)
+        else:
+            msg = f"`cells` must hold obs names or integer positions, got {c!r}."
+            raise TypeError(msg)
+    if not out:
+        msg = "`cells` is empty; pass None for the default cells or at least one cell."
+        raise ValueError(msg)
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scdropout._utils import check_adata, missing_key_message
+from scdropout._utils import check_adata, missing_key_message, written_by
 
 
 def stored_results(adata: Any, key: str, *, marker: str, producer: str) -> Mapping[str, Any]:
@@ -20,7 +20,15 @@ def stored_results(adata: Any, key: str, *, marker: str, producer: str) -> Mappi
         raise TypeError(msg)
     res = adata.uns.get(key)
     if not isinstance(res, Mapping) or marker not in res:
-        msg = missing_key_message("key", key, adata.uns.keys(), "uns")
-        msg += f" Run `scdropout.{producer}(adata, key_added={key!r})` first."
+        if key in adata.uns:  # there, but not this function's record
+            owner = written_by(adata, "uns", key)
+            msg = (
+                f"`adata.uns[{key!r}]` is not a `{producer}` result"
+                + (f" (it holds results of `{owner}`)" if owner else "")
+                + f"; pass the `key_added` you gave `scdropout.{producer}`."
+            )
+        else:
+            msg = missing_key_message("key", key, adata.uns.keys(), "uns")
+            msg += f" Run `scdropout.{producer}(adata, key_added={key!r})` first."
         raise KeyError(msg)
     return res

@@ -6,6 +6,7 @@ the embeddings and cluster labels from the ``obsm``/``obs`` keys ``compare_clust
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -139,6 +140,14 @@ def compare_embeddings(
         raise TypeError(msg)
     by_rule = color is None or color == "rule"
     if by_rule:
+        skipped = adata.uns[key].get("rules_skipped", {})
+        if isinstance(rule, str) and rule in skipped:
+            msg = f"`rule={rule!r}` did not run in this comparison ({skipped[rule]}); " + (
+                f"choose one of {', '.join(map(repr, _rules_run(adata, key)))}."
+                if _rules_run(adata, key)
+                else "no rule ran, so there are no clusters to colour by; pass `color=`."
+            )
+            raise ValueError(msg)
         check_choice(rule, name="rule", choices=_rules_run(adata, key))
     else:
         if not isinstance(color, str):
@@ -177,10 +186,13 @@ def compare_embeddings(
     numeric = False
     handles: list[Any] = []
     mappable = None
+    cat = None
     if not by_rule:
         col = adata.obs[color]
-        numeric = pd.api.types.is_numeric_dtype(col) and not isinstance(
-            col.dtype, pd.CategoricalDtype
+        numeric = (
+            pd.api.types.is_numeric_dtype(col)
+            and not pd.api.types.is_bool_dtype(col)  # True/False are categories, as in scanpy
+            and not isinstance(col.dtype, pd.CategoricalDtype)
         )
         if not numeric:
             # a categorical keeps its category order (which scanpy's `{color}_colors` follows)
@@ -229,8 +241,13 @@ def compare_embeddings(
                 transform=ax.transAxes,
             )
         elif numeric:
-            vals = np.asarray(adata.obs[color], dtype=np.float64)
-            mappable = ax.scatter(x, y, s=size, c=vals, cmap="viridis", linewidths=0)
+            vals = pd.to_numeric(adata.obs[color], errors="coerce").to_numpy(dtype=np.float64)
+            missing = ~np.isfinite(vals)
+            if missing.any():  # viridis would draw them transparent: grey, as for categories
+                ax.scatter(x[missing], y[missing], s=size, c=_NA_COLOR, linewidths=0)
+            mappable = ax.scatter(
+                x[~missing], y[~missing], s=size, c=vals[~missing], cmap="viridis", linewidths=0
+            )
             ax.set_title(m)
         else:
             c = [colors[i] if i >= 0 else _NA_COLOR for i in codes]
@@ -238,7 +255,7 @@ def compare_embeddings(
             ax.set_title(m)
     if not by_rule and numeric and mappable is not None:
         fig.colorbar(mappable, ax=list(axes[:n]), label=color, shrink=0.8)
-    elif not by_rule and legend and len(cat.categories) <= 30:
+    elif cat is not None and legend and len(cat.categories) <= 30:
         from matplotlib.lines import Line2D
 
         handles = [
@@ -322,17 +339,31 @@ def compare_scores(
     table = comparison(adata, key=key)
     methods = list(table.index)
     if metric in _PER_RULE:
-        cols = [c for c in table.columns if c.startswith(f"{metric}_")]
+        run = set(_rules_run(adata, key))  # a skipped rule (say leiden) gets no bars
+        cols = [
+            c
+            for c in table.columns
+            if c.startswith(f"{metric}_") and c.removeprefix(f"{metric}_") in run
+        ]
         series = {c.removeprefix(f"{metric}_"): table[c] for c in cols}
     else:
         series = {"": table[metric]}
     values = {r: pd.to_numeric(s, errors="coerce").astype(np.float64) for r, s in series.items()}
     if metric in ("ari", "nmi") and all(v.isna().all() for v in values.values()):
-        msg = (
-            f"`adata.uns[{key!r}]` has no {metric.upper()} scores: `compare_clusterings` ran "
-            "without `labels_key`. Pass it, or plot `metric='mean_agreement'` or "
-            "`metric='silhouette'`."
-        )
+        params = adata.uns[key].get("params", {})
+        labels = params.get("labels_key") if isinstance(params, Mapping) else None
+        if labels is None or (isinstance(labels, str) and labels in ("", "None")):
+            msg = (
+                f"`adata.uns[{key!r}]` has no {metric.upper()} scores: `compare_clusterings` "
+                "ran without `labels_key`. Pass it, or plot `metric='mean_agreement'` or "
+                "`metric='silhouette'`."
+            )
+        else:
+            msg = (
+                f"`adata.uns[{key!r}]` has no {metric.upper()} scores although `labels_key="
+                f"{labels!r}` was given: no method produced clusters (every method or every "
+                "rule was skipped; see `metric='n_clusters'` or `get.comparison`)."
+            )
         raise ValueError(msg)
 
     import matplotlib.pyplot as plt

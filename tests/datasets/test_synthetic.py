@@ -64,8 +64,30 @@ def test_chunking_does_not_change_the_data_shape():
         ({"n_groups": 10, "n_markers": 100}, "n_groups \\* n_markers"),
         ({"library_size": -5.0}, "`library_size` must be a positive"),
         ({"dispersion": -0.1}, "`dispersion` must be a non-negative"),
+        ({"dropout_midpoint": float("nan")}, "`dropout_midpoint` must be a finite"),
+        ({"dropout_midpoint": float("inf")}, "`dropout_midpoint` must be a finite"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sd.datasets.synthetic(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"library_size": "2000"}, "`library_size` must be a number"),
+        ({"dispersion": None}, "`dispersion` must be a number"),
+        ({"true_counts": "no"}, "`true_counts` must be a bool"),
+    ],
+)
+def test_wrong_types_name_the_argument(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        sd.datasets.synthetic(**kwargs)
+
+
+def test_chunk_size_is_recorded_with_the_seed():
+    a = sd.datasets.synthetic(n_cells=50, n_genes=60, chunk_size=7)
+    b = sd.datasets.synthetic(n_cells=50, n_genes=60, chunk_size=7)
+    assert a.uns["simulation"]["chunk_size"] == 7
+    assert (a.X != b.X).nnz == 0

@@ -304,3 +304,25 @@ def test_corrupt_chunk(multi_chunk_h5, monkeypatch, n_jobs):
     pattern = f"{_esc(path)}': dataset '/matrix/indices' cannot be read .* damaged"
     with pytest.raises(ValueError, match=pattern):
         sd.io.read_10x_h5(path)
+
+
+@pytest.mark.parametrize("genome", [None, "X"])
+def test_h5ad_named_h5_is_not_read_as_v2(tiny_10x, tmp_path, genome):
+    """An .h5ad under an .h5 name is not taken for a v2 file whose genomes are X, obs, var..."""
+    path = tmp_path / "saved.h5"
+    tiny_10x.gex.write_h5ad(path)
+    pattern = rf"{_esc(path)}' is an AnnData \(\.h5ad\) file, not a Cell Ranger \.h5.*read_h5ad"
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x_h5(path, genome=genome)
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x(path)
+
+
+def test_groups_without_10x_datasets_are_not_genomes(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("results")["values"] = np.arange(3)
+    with pytest.raises(
+        ValueError, match=rf"{_esc(path)}.* neither a 'matrix' group .*\['results'\]"
+    ):
+        sd.io.read_10x_h5(path)

@@ -251,3 +251,50 @@ def test_matrix_folder_copy_is_independent(tiny_10x, tmp_path, same_10x):
     copy = tmp_path / "elsewhere" / "x"
     shutil.copytree(tiny_10x.v3_mtx, copy)
     same_10x(sd.io.read_10x_mtx(copy), sd.io.read_10x_mtx(tiny_10x.v3_mtx))
+
+
+def test_plain_text_named_gz_reads_by_content(tiny_10x, tmp_path, same_10x):
+    """A folder of plain-text files named .gz (as some tools write) reads like the original."""
+    named_gz = tmp_path / "named_gz"
+    named_gz.mkdir()
+    for f in tiny_10x.v3_mtx.iterdir():
+        (named_gz / f.name).write_bytes(gzip.decompress(f.read_bytes()))
+    assert (named_gz / "matrix.mtx.gz").read_bytes().startswith(b"%%MatrixMarket")
+    cols = ("gene_ids", "feature_types")
+    same_10x(sd.io.read_10x_mtx(named_gz), sd.io.read_10x_mtx(tiny_10x.v3_mtx), columns=cols)
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ("matrix.mtx", r"'matrix\.mtx' and 'matrix\.mtx\.gz'"),
+        ("barcodes.tsv", r"'barcodes\.tsv' and 'barcodes\.tsv\.gz'"),
+        ("genes.tsv", r"'features\.tsv\.gz' and 'genes\.tsv'"),
+    ],
+)
+def test_folder_mixing_two_versions_is_an_error(tiny_10x, extra, names):
+    """A v2 file beside the v3 files could pair one run's matrix with another's barcodes."""
+    (tiny_10x.v3_mtx / extra).write_bytes((tiny_10x.v2_mtx / extra).read_bytes())
+    pattern = f"{re.escape(str(tiny_10x.v3_mtx))}' holds {names}, so it mixes files"
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x_mtx(tiny_10x.v3_mtx)
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x(tiny_10x.v3_mtx)
+
+
+def test_short_feature_line_names_the_line(tiny_10x):
+    """A line missing its feature type must not read as a feature of type '' (and be dropped)."""
+    path = tiny_10x.v3_mtx / "features.tsv.gz"
+    _rewrite_gz(path, lambda s: s.replace("\tLYZ\tGene Expression\n", "\tLYZ\n"))
+    pattern = f"{re.escape(str(path))}' line 5 has 2 column\\(s\\) where the other lines have 3"
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x_mtx(tiny_10x.v3_mtx)
+    with pytest.raises(ValueError, match=pattern):
+        sd.io.read_10x_mtx(tiny_10x.v3_mtx, gex_only=False)
+
+
+def test_empty_trailing_field_is_not_a_short_line(tiny_10x):
+    path = tiny_10x.v2_mtx / "genes.tsv"
+    path.write_text("".join(f"{line}\t\n" for line in path.read_text().splitlines()))
+    adata = sd.io.read_10x_mtx(tiny_10x.v2_mtx, gex_only=False)
+    assert list(adata.var_names) == GEX6

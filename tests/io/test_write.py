@@ -220,3 +220,46 @@ def test_not_anndata(tmp_path):
 def test_folder_is_a_file(tiny_10x):
     with pytest.raises(ValueError, match=f"{_esc(tiny_10x.v3_h5)}.* is a file"):
         sd.io.write_10x_mtx(tiny_10x.adata, tiny_10x.v3_h5)
+
+
+@pytest.mark.parametrize(("first", "second"), [(2, 3), (3, 2)])
+def test_mtx_overwrite_removes_the_other_layout(tiny_10x, tmp_path, first, second):
+    """v3 written over v2 (or back) leaves no file a reader would mix with the new ones."""
+    folder = tmp_path / "m"
+    old, new = tiny_10x.gex[:2].copy(), tiny_10x.gex[2:].copy()
+    sd.io.write_10x_mtx(old, folder, version=first)
+    (folder / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(FileExistsError, match=f"{_esc(folder)}.* holds 'matrix.mtx.*overwrite"):
+        sd.io.write_10x_mtx(new, folder, version=second)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    sd.io.write_10x_mtx(new, folder, version=second, overwrite=True)
+    gz = ".gz" if second == 3 else ""
+    expected = {f"matrix.mtx{gz}", f"{'features' if gz else 'genes'}.tsv{gz}", f"barcodes.tsv{gz}"}
+    assert {p.name for p in folder.iterdir()} == {*expected, "notes.txt"}
+    back = sd.io.read_10x_mtx(folder)
+    assert list(back.obs_names) == list(new.obs_names)
+    np.testing.assert_array_equal(back.X.toarray(), new.X.toarray())
+
+
+def test_h5_onto_a_folder_does_not_suggest_overwrite(tiny_10x):
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=f"{_esc(tiny_10x.v3_mtx)}' is a folder") as exc:
+            sd.io.write_10x_h5(tiny_10x.adata, tiny_10x.v3_mtx, overwrite=overwrite)
+        assert "pass `overwrite=True`" not in str(exc.value)
+    assert (tiny_10x.v3_mtx / "matrix.mtx.gz").is_file()
+
+
+def test_existing_target_is_checked_before_the_matrix(tiny_10x, monkeypatch):
+    """An existing output is refused before the counts are validated and copied."""
+    import scdropout.io._write as write_module
+
+    def no_copy(*args, **kwargs):
+        msg = "the matrix was checked before the target"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(write_module, "_Counts", no_copy)
+    with pytest.raises(FileExistsError, match="already exists"):
+        sd.io.write_10x_h5(tiny_10x.adata, tiny_10x.v3_h5)
+    with pytest.raises(FileExistsError, match="already exists"):
+        sd.io.write_10x_mtx(tiny_10x.adata, tiny_10x.v3_mtx)

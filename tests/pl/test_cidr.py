@@ -47,3 +47,45 @@ def test_missing_results():
         sd.pl.cidr_eigenvalues(a)
     with pytest.raises(KeyError, match=r"tl\.cidr"):
         sd.pl.cidr_thresholds(a, key="other")
+
+
+def test_cells_and_counts_are_checked_before_drawing(done):
+    n_open = len(plt.get_fignums())
+    with pytest.raises(KeyError, match="`cells` names 'nope'"):
+        sd.pl.cidr_thresholds(done, cells=["nope"])
+    with pytest.raises(IndexError, match="position 999"):
+        sd.pl.cidr_thresholds(done, cells=[999])
+    with pytest.raises(ValueError, match="bins"):
+        sd.pl.cidr_thresholds(done, bins=0)
+    with pytest.raises(ValueError, match="n_show"):
+        sd.pl.cidr_eigenvalues(done, n_show=0)
+    with pytest.raises(TypeError, match="n_show"):
+        sd.pl.cidr_eigenvalues(done, n_show=2.5)
+    assert len(plt.get_fignums()) == n_open  # no figure left behind by a refused call
+    fig = sd.pl.cidr_thresholds(done, cells=done.obs_names[3])  # one name, not its letters
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [done.obs_names[3]]
+    plt.close("all")
+
+
+def test_nan_thresholds_are_left_out(done):
+    a = done.copy()
+    thr = a.obs["cidr_threshold"].to_numpy().copy()
+    thr[np.argmax(thr)] = np.nan  # as a cell without a usable threshold
+    a.obs["cidr_threshold"] = thr
+    fig = sd.pl.cidr_thresholds(a)
+    xs = [line.get_xdata()[0] for line in fig.axes[1].get_lines()]
+    assert np.isfinite(xs).all()
+    assert max(xs) == np.nanmax(thr)
+    a.obs["cidr_threshold"] = np.nan
+    with pytest.raises(ValueError, match="no finite threshold"):
+        sd.pl.cidr_thresholds(a)
+    plt.close("all")
+
+
+def test_key_of_another_tool_is_named(done):
+    a = done.copy()
+    sd.pp.dropout_stats(a, key_added="stats")
+    with pytest.raises(
+        KeyError, match=r"not a `tl.cidr` result \(it holds results of `dropout_stats`\)"
+    ):
+        sd.pl.cidr_eigenvalues(a, key="stats")

@@ -63,6 +63,54 @@ def test_embeddings_numeric_color_adds_colorbar(compared):
     assert fig.axes[-1].get_ylabel() == "library_size_true"
 
 
+def test_numeric_color_draws_missing_values_grey(compared):
+    a = compared.copy()
+    vals = a.obs["library_size_true"].to_numpy().copy()
+    vals[:5] = np.nan
+    a.obs["library_size_true"] = vals
+    fig = sd.pl.compare_embeddings(a, color="library_size_true")
+    grey, coloured = fig.axes[0].collections
+    assert len(grey.get_offsets()) == 5
+    assert len(coloured.get_offsets()) == a.n_obs - 5
+
+
+def test_bool_color_is_categorical(compared):
+    a = compared.copy()
+    a.obs["big"] = a.obs["library_size_true"] > a.obs["library_size_true"].median()
+    fig = sd.pl.compare_embeddings(a, color="big")
+    assert len(fig.axes) == len(METHODS)  # no colour bar
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["False", "True"]
+
+
+def test_numeric_color_when_no_method_ran(synthetic):
+    a = synthetic[:2].copy()
+    with pytest.warns(UserWarning, match="skipped"):
+        sd.tl.compare_clusterings(a, methods=("pca", "cidr"), progress_bar=False, n_jobs=1)
+    a.obs["num"] = [1.0, 2.0]
+    fig = sd.pl.compare_embeddings(a, color="num")  # raised UnboundLocalError before
+    assert len(fig.axes) == 2
+
+
+def test_skipped_rule_gets_no_bars_and_a_clear_message(compared):
+    a = compared.copy()
+    a.uns["compare"]["rules_skipped"] = {"leiden": "leidenalg is not installed"}
+    fig = sd.pl.compare_scores(a, metric="ari")
+    assert len(fig.axes[0].containers) == 1
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["ward"]
+    with pytest.raises(ValueError, match=r"`rule='leiden'` did not run.*leidenalg"):
+        sd.pl.compare_embeddings(a, rule="leiden")
+
+
+def test_labels_given_but_nothing_scored(synthetic):
+    a = synthetic[:4].copy()
+    with pytest.warns(UserWarning, match="skipped"):
+        sd.tl.compare_clusterings(
+            a, methods=("tsne",), labels_key="group", progress_bar=False, n_jobs=1
+        )
+    with pytest.raises(ValueError, match="although `labels_key='group'` was given"):
+        sd.pl.compare_scores(a, metric="ari")
+
+
 def test_scores(compared):
     table = sd.get.comparison(compared)
     fig = sd.pl.compare_scores(compared, metric="ari", title="ARI")
