@@ -129,15 +129,7 @@ def _check_out(out: str, *, overwrite: bool) -> Path:
     if p.suffix != ".h5ad":
         msg = f"--out {out!r} must end in .h5ad"
         raise ValueError(msg)
-    if p.is_dir():
-        msg = f"--out {out!r} is a folder; give the path of an .h5ad file"
-        raise ValueError(msg)
-    if p.exists() and not overwrite:
-        msg = f"--out {out!r} exists; pass --overwrite to replace it"
-        raise FileExistsError(msg)
-    if not p.parent.is_dir():
-        msg = f"the folder of --out {out!r} does not exist"
-        raise FileNotFoundError(msg)
+    _check_output_file(p, flag="--out", kind="an .h5ad file", overwrite=overwrite)
     return p
 
 
@@ -146,14 +138,19 @@ def _check_table(table: Path, out: Path, *, overwrite: bool) -> None:
     if table.resolve() == out.resolve():
         msg = f"--table {str(table)!r} is the same file as --out; choose another --table"
         raise ValueError(msg)
-    if table.is_dir():
-        msg = f"--table {str(table)!r} is a folder; give the path of a CSV file"
+    _check_output_file(table, flag="--table", kind="a CSV file", overwrite=overwrite)
+
+
+def _check_output_file(path: Path, *, flag: str, kind: str, overwrite: bool) -> None:
+    """Refuse an output file path that is a folder, exists (no --overwrite) or has no folder."""
+    if path.is_dir():
+        msg = f"{flag} {str(path)!r} is a folder; give the path of {kind}"
         raise ValueError(msg)
-    if table.exists() and not overwrite:
-        msg = f"--table {str(table)!r} exists; pass --overwrite to replace it"
+    if path.exists() and not overwrite:
+        msg = f"{flag} {str(path)!r} exists; pass --overwrite to replace it"
         raise FileExistsError(msg)
-    if not table.parent.is_dir():
-        msg = f"the folder of --table {str(table)!r} does not exist"
+    if not path.parent.is_dir():
+        msg = f"the folder of {flag} {str(path)!r} does not exist"
         raise FileNotFoundError(msg)
 
 
