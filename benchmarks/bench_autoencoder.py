@@ -951,6 +951,16 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
   the 10 H1975 cells put with HCC827 are the 10 lowest-depth H1975 cells (1,470-2,144 counts
   against a median of 2,476; dropseq_ct.py). PCA with Leiden or k-means (0.854 / 0.841) and
   scVI with Ward (0.769) do no better, so this is not specific to the autoencoder.
+  Post-processing the stored embedding before clustering (2026-12-01, sixth session; scratch
+  /work/exp/s8/ward/ward_transforms.py, one model per set and seed, all transforms scored on
+  it with `cluster_scores`; 8 sets x seeds 0-1): z-scored latent dimensions, unit-length cells
+  (cosine geometry; also centred first), log library size regressed out of each dimension,
+  PCA whitening (small sets only) and the raw latent at unit length. None raises Ward NMI
+  (the smoothed latent as stored: 0.743; z-score 0.739, unit length 0.737, library regressed
+  out 0.734, raw at unit length 0.724; PCA 0.753), and each loses on the mean of the six
+  scores (paired over the 16 runs: -0.007 to -0.027). On cellbench_dropseq none separates the
+  low-depth H1975 cells (Ward NMI 0.860 as stored, 0.834 with the library regressed out, PCA
+  0.962): the split is missing from the latent, not hidden by its scaling.
   Done since this list was first written: the full-panel clustering rerun, scvi-tools side by
   side and the 100,000-cell run (their sections below). Cost of the default imputation: one
   latent kNN search over the imputed cells (chunked O(n^2) distances): `get_imputed()` took

@@ -115,6 +115,7 @@ def log_tpm(counts: Any, *, tag_type: str = "raw") -> LogData:
     else:
         C = sparse.csr_matrix(np.asarray(counts, dtype=np.float64))
     C.sum_duplicates()
+    C.eliminate_zeros()  # a stored 0 is no detection (and 0/0 in a cell without counts)
     totals = np.asarray(C.sum(axis=0)).ravel()
     kept = np.flatnonzero(totals > 0).astype(np.int64)
     if kept.size < C.shape[1]:
@@ -1659,6 +1660,8 @@ def _ch(Y: NDArray[np.float64], labels: NDArray[np.int64], k: int) -> float:
     for c in range(k):
         Yc = Y[labels == c]
         within += float(np.sum((Yc - Yc.mean(axis=0)) ** 2))
+    if within == 0.0:  # every cluster a single repeated point: as R, x / 0 = Inf, 0 / 0 = NaN
+        return np.inf if total > 0.0 else np.nan
     return ((total - within) / (k - 1)) / (within / (n - k))
 
 
@@ -1680,7 +1683,9 @@ def choose_k(ch_index: Any) -> tuple[int, bool]:
     n_max = ch.size
     if n_max < 4:
         return (max(2, int(np.nanargmax(ch[1:])) + 2) if n_max >= 2 else 1), False
-    sec = ch[1 : n_max - 2] + ch[3:n_max] - 2 * ch[2 : n_max - 1]  # a_m, m = 1..n_max-3
+    with np.errstate(invalid="ignore"):  # an infinite CH (clusters of repeated points)
+        sec = ch[1 : n_max - 2] + ch[3:n_max] - 2 * ch[2 : n_max - 1]  # a_m, m = 1..n_max-3
+    sec = np.where(np.isnan(sec), np.inf, sec)  # R's which.min skips NaN
     b = int(np.argmin(sec)) + 1  # 1-based
     if b == sec.size:
         return b + 2, True

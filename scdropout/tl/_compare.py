@@ -250,7 +250,6 @@ def _relabel(labels: np.ndarray) -> pd.Categorical:
 def _ward(emb: np.ndarray, k: int | None) -> tuple[pd.Categorical, int]:
     """Ward clusters of ``emb`` at ``k`` (None: the Calinski-Harabasz maximum over 2..20)."""
     from scipy.cluster.hierarchy import fcluster, linkage
-    from sklearn.metrics import calinski_harabasz_score
 
     n = emb.shape[0]
     Z = linkage(emb, method="ward")
@@ -261,12 +260,25 @@ def _ward(emb: np.ndarray, k: int | None) -> tuple[pd.Categorical, int]:
             n_found = np.unique(lab).size
             if n_found < 2 or n_found > n - 1:
                 continue
-            score = calinski_harabasz_score(emb, lab)
+            score = _calinski_harabasz(emb, lab)
             if score > best_score:
                 best, best_score = kk, score
         k = best
     labels = _relabel(fcluster(Z, k, criterion="maxclust"))
     return labels, int(k)
+
+
+def _calinski_harabasz(emb: np.ndarray, labels: np.ndarray) -> float:
+    """Sklearn's Calinski-Harabasz score, but +inf (not 1.0) for clusters of repeated points."""
+    from sklearn.metrics import calinski_harabasz_score
+
+    within = sum(
+        float(np.sum((emb[labels == c] - emb[labels == c].mean(axis=0)) ** 2))
+        for c in np.unique(labels)
+    )
+    if within == 0.0:
+        return np.inf
+    return float(calinski_harabasz_score(emb, labels))
 
 
 def _leiden(
@@ -499,6 +511,12 @@ def compare_clusterings(
             raise KeyError(missing_key_message("labels_key", labels_key, adata.obs.columns, "obs"))
         col = adata.obs[labels_key]
         known = col.notna().to_numpy()
+        if known.sum() < 2:  # sklearn scores 0 or 1 labelled cells as a perfect 1.0
+            msg = (
+                f"`adata.obs[{labels_key!r}]` labels {int(known.sum())} of {n_cells} cells; "
+                "ARI and NMI need at least 2 labelled cells. Pass another `labels_key`, or none."
+            )
+            raise ValueError(msg)
         codes, uniq = pd.factorize(col[known].astype(str))
         truth, n_labels = np.asarray(codes), len(uniq)
     check_positive_int(n_clusters, name="n_clusters", minimum=2, allow_none=True)

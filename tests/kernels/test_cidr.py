@@ -293,6 +293,26 @@ def test_ward_clusters_ch_matches_sklearn():
     assert wc.labels[0] == 0  # numbered by first appearance, as cutree
 
 
+def test_ward_clusters_of_repeated_points_score_infinite_not_divide_by_zero():
+    Y = np.repeat([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [30.0, 30.0]], 6, axis=0)
+    wc = kc.ward_clusters(Y)  # ZeroDivisionError before
+    assert np.isinf(wc.ch_index[4])  # 5 clusters: each one repeated point
+    assert np.isfinite(wc.ch_index[1:4]).all()
+    assert sorted(np.bincount(kc.ward_clusters(Y, n_clusters=5).labels)) == [6] * 5
+
+
+def test_log_tpm_ignores_stored_zeros():
+    dense = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, 4.0]])
+    stored = sparse.csr_matrix(
+        (np.array([1.0, 2.0, 0.0, 3.0, 4.0]), np.array([0, 1, 0, 0, 2]), np.array([0, 2, 3, 5])),
+        shape=(3, 3),
+    )  # row 1 holds one explicit 0
+    a, b = kc.log_tpm(dense), kc.log_tpm(stored)
+    assert np.isfinite(b.X.data).all()
+    assert_allclose(b.X.toarray(), a.X.toarray())
+    assert_array_equal(b.X.indptr, a.X.indptr)
+
+
 def test_eigvalsh_two_stage_and_fallback(monkeypatch):
     rng = np.random.default_rng(0)
     A = rng.normal(size=(200, 200))

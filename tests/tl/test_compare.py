@@ -495,3 +495,21 @@ def test_leiden_rule_runs_above_pynndescent_threshold():
     assert labels.shape == (5100,)
     truth = np.repeat([0, 1, 2], 1700)
     assert adjusted_rand_score(truth, labels) > 0.95
+
+
+def test_labels_with_fewer_than_two_known_cells_are_refused(synthetic):
+    a = synthetic[:60].copy()
+    a.obs["lab"] = pd.Series([np.nan] * 60, index=a.obs_names, dtype=object)
+    with pytest.raises(ValueError, match=r"labels 0 of 60 cells.*at least 2 labelled"):
+        sd.tl.compare_clusterings(
+            a, methods="pca", labels_key="lab", n_clusters=3, progress_bar=False
+        )
+    assert "compare" not in a.uns
+
+
+def test_ward_finds_clusters_of_repeated_points():
+    # sklearn's Calinski-Harabasz is 1.0 (its worst) when every cluster is one repeated point
+    emb = np.repeat([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], 10, axis=0)
+    labels, k = _compare._ward(emb, None)
+    assert k == 3
+    assert sorted(np.bincount(labels.codes)) == [10, 10, 10]
