@@ -929,7 +929,8 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
 - Threads: with 2 torch threads at load ~19 an epoch took 93 s wall / 26 s CPU (OpenMP
   threads spinning against other jobs) vs 10 s / 2.6 s on 1 thread; training uses
   min(torch threads, `settings.n_jobs`), so on a loaded machine set `settings.n_jobs = 1`.
-- Not done (as of 2026-12-01, fifth session): GPU throughput (no GPU lent); imputation
+- Not done (as of 2026-12-01, sixth session): GPU throughput (no GPU lent; the checks are
+  prepared as one pass, `benchmarks/gpu/check.sh`, see benchmarks/README.md); imputation
   targets on pollen (read counts, 64 cells; the median AE one is out of reach of any
   expression estimate, above) and dropseq's Pearson at seed 0 (seeds 1-3 win; seeds table).
 - Measured and not adopted (2026-12-01, fifth session; scratch scripts in /work/exp/s7/):
