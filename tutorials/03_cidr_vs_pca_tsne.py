@@ -16,10 +16,10 @@
 # %% [markdown]
 # # CIDR vs PCA vs t-SNE on labelled data
 #
-# **Question:** on a sample whose cell groups are known, does clustering after CIDR's implicit
-# imputation (Lin, Troup & Ho, Genome Biology 2017) recover the groups better than the usual
-# baselines, PCA and t-SNE, and than the dropout autoencoder of tutorial 04? And what do the
-# numbers in the comparison table mean?
+# **Question:** on a sample whose cell groups are known, does CIDR-style clustering (Lin, Troup
+# & Ho, Genome Biology 2017; `sd.tl.cidr` with its default flavor) recover the groups better
+# than the usual baselines, PCA and t-SNE, and than the dropout autoencoder of tutorial 04? And
+# what do the numbers in the comparison table mean?
 #
 # We use the example sample shipped in `data/example_10x/` (simulated, Cell Ranger v3 layout)
 # with the planted group of every cell from `data/example_10x/labels.csv`.
@@ -80,11 +80,17 @@ fig = sd.pl.cidr_thresholds(adata)
 plt.show()
 
 # %% [markdown]
-# In the dissimilarity between two cells, a candidate counts as equal to the other cell's value
-# unless that value is above the weighting threshold W, fitted from the dropout curve.
-# Principal coordinates of that dissimilarity are the CIDR embedding. The scree below shows
-# how much variation each coordinate carries; CIDR keeps the coordinates before the line and
-# chooses the number of clusters by the Calinski-Harabasz index, without seeing the labels.
+# In CIDR's dissimilarity between two cells, a candidate counts as equal to the other cell's
+# value unless that value is above the weighting threshold W, fitted from the dropout curve,
+# and the principal coordinates of that dissimilarity are the embedding. The default flavor
+# used here (`flavor="dropout"`) keeps the thresholds and W as diagnostics but leaves that
+# implicit imputation off (`impute=False`, which clustered better on large UMI data, see the
+# `tl.cidr` docstring): its coordinates are then the principal components of the selected
+# genes' log2(TPM + 1) values. The scree below shows how much variation each coordinate
+# carries; the first 20 (the line) are clustered with Leiden, which sets the number of
+# clusters without seeing the labels. `impute=True` turns CIDR's imputation on, and
+# `flavor="r"` runs the published method (its own number of coordinates, and k by the
+# Calinski-Harabasz index).
 
 # %%
 ax = sd.pl.cidr_eigenvalues(adata)
@@ -142,9 +148,9 @@ plt.show()
 #   kinder to partitions that split a group in two.
 # - **`n_clusters_<rule>`**: Ward is cut at the true k (5) because we passed `labels_key`, so
 #   its scores measure the embedding alone. Leiden chooses its own number of clusters from the
-#   graph (resolution 1): a Leiden k far from 5 costs ARI even on a good embedding. CIDR's
-#   automatic k above (Calinski-Harabasz) is the third way to choose k; without labels,
-#   `compare_clusterings` uses that rule for Ward on every embedding.
+#   graph (resolution 1): a Leiden k far from 5 costs ARI even on a good embedding. Without
+#   labels (and without `n_clusters`), `compare_clusterings` picks Ward's k on every embedding
+#   by the Calinski-Harabasz index, the rule of R's CIDR.
 # - **`silhouette_<rule>`**: how compact and separated the clusters are *in the method's own
 #   space*. It needs no labels, but it is not comparable across methods: a 2-D t-SNE map
 #   has tight, well-separated islands by construction.

@@ -159,18 +159,24 @@ plt.show()
 
 # %% [markdown]
 # ## Imputation with uncertainty
-# `layers["dae_imputed"]` holds the expected count μ of each gene in each cell, on the scale of
-# the cell's library size, and `layers["dae_imputed_sd"]` the spread of μ over the
-# Monte-Carlo-dropout passes. Take the gene the selection ranked first and compare, group by
-# group, its observed counts (many zeros, also where it is expressed) with the imputed values:
-# `sd.pl.imputed_gene` draws both from what `tl.autoencoder` stored. The error bars (± 2 sd,
-# for 60 cells) show how sure the model is about each μ.
+# `layers["dae_imputed"]` holds the imputed count of each gene in each cell, on the scale of
+# the cell's library size. It is not the network's mean μ alone: with the default `shrink=True`
+# it is the gated stack `w·(μ + M + S)/3 + (1 − w)·p̄·L`, μ averaged with the model's means (M)
+# and the observed counts (S) of the cell's 15 nearest latent neighbours, and a gene whose stack
+# does not beat a constant share of the library on held-out cells (w = 0) gets that share
+# (`tl.autoencoder` docstring; on deep read counts a geometric version of the neighbour
+# average can be chosen instead, and this run logs which). `layers["dae_imputed_sd"]` is the spread of that value over the
+# Monte-Carlo-dropout passes: only μ changes between passes, so it is a third of μ's MC sd for
+# the genes kept, 0 for the others. Take the gene the selection ranked first and compare,
+# group by group, its observed counts (many zeros, also where it is expressed) with the imputed
+# values: `sd.pl.imputed_gene` draws both from what `tl.autoencoder` stored. The error bars
+# (± 2 sd, for 60 cells) show how much the value moves with the dropout masks.
 
 # %%
 gene = adata.var["dropout_genes_rank"].idxmin()
 j = adata.var_names.get_loc(gene)
 mu, mu_sd = adata.layers["dae_imputed"][:, j], adata.layers["dae_imputed_sd"][:, j]
-print(f"{gene}: median imputed μ {np.median(mu):.2f}, median MC-dropout sd {np.median(mu_sd):.3f}")
+print(f"{gene}: median imputed {np.median(mu):.2f}, median MC-dropout sd {np.median(mu_sd):.3f}")
 
 sd.pl.imputed_gene(adata, gene, groupby="group", n_errorbars=60)
 plt.show()
@@ -178,10 +184,11 @@ plt.show()
 # %% [markdown]
 # ## The held-out check
 # A zero that imputation fills in cannot be checked: we never know the true value. So we make
-# zeros whose value we do know (ALGORITHMS.md §7): hide 10% of each cell's non-zero counts
-# (seeded), train a fresh model on the corrupted matrix, and ask it for the hidden entries.
-# This time we use the model class directly, `sd.models.DropoutAutoencoder`, whose
-# `get_imputed(mc_samples=T)` returns the MC-dropout mean and sd as arrays.
+# zeros whose value we do know (the protocol of `benchmarks/RESULTS.md`): hide 10% of each
+# cell's non-zero counts (seeded), train a fresh model on the corrupted matrix, and ask it for
+# the hidden entries. This time we use the model class directly,
+# `sd.models.DropoutAutoencoder`, whose `get_imputed(mc_samples=T)` returns the MC-dropout mean
+# and sd of the same gated stack as arrays.
 #
 # Predictions and truth are compared as a fraction of the cell's library size (per 10,000
 # counts): the truth against the library of the uncorrupted cell, the predictions against the
@@ -240,10 +247,11 @@ heldout = pd.DataFrame({name: scores(p) for name, p in predictions.items()}).T
 print(heldout.round(3).to_string())
 
 # %% [markdown]
-# How honest is the uncertainty? MC dropout measures how unsure the *model* is about μ, not
-# the Poisson/NB noise of a single count around μ; so the interval μ ± 2 sd is expected to
-# miss most individual counts. The plot shows that the held-out counts scatter around the
-# autoencoder's predictions, far more widely than its error bars.
+# How honest is the uncertainty? MC dropout measures how unsure the *model* is about its
+# prediction (and, in the stack, only through μ), not the Poisson/NB noise of a single count
+# around it; so the interval mean ± 2 sd is expected to miss most individual counts
+# (`get_imputed(..., predictive=True)` adds that noise). The plot shows that the held-out
+# counts scatter around the autoencoder's predictions, far more widely than its error bars.
 
 # %%
 lo = (mean - 2 * sd_)[rows_h, cols_h] * scale_seen
@@ -262,7 +270,7 @@ ax.fill_between(
     np.log1p(hi[order]),
     color="tab:orange",
     alpha=0.5,
-    label="μ ± 2 MC sd",
+    label="mean ± 2 MC sd",
 )
 top = np.log1p(max(x.max(), pred_ae.max()))
 ax.plot([0, top], [0, top], "k--", lw=0.7)
@@ -273,7 +281,7 @@ plt.show()
 
 # %% [markdown]
 # ## Summary
-# The numbers behind the README: ARI at the true k for each embedding, and the held-out
+# On this simulated sample: ARI at the true k for each embedding, and the held-out
 # imputation scores (per 10,000 counts; lower error and higher correlation are better). The
 # gene mean is a strong baseline here: most modelled genes do not differ between the groups,
 # and a single held-out count is mostly sampling noise around its expected value. An
