@@ -106,7 +106,13 @@ def _drop_empty_cells(adata: Any, warned: list[str], *, layer: str | None = None
     CITE-seq cells can be empty once the antibody counts are dropped (only gene expression is
     read).
     """
-    X = adata.X if layer is None or layer not in adata.layers else adata.layers[layer]
+    from ._utils import get_matrix
+
+    try:
+        X = get_matrix(adata, layer if layer is not None and layer in adata.layers else None)
+    except ValueError as err:  # X is None: say it with the flag
+        msg = str(err).replace("pass `layer=`", "pass --layer")
+        raise ValueError(msg) from None
     lib = np.asarray(X.sum(axis=1)).ravel()
     empty = lib <= 0
     if empty.any():
@@ -380,9 +386,9 @@ def _fdr(text: str) -> float:
 
 
 def _device(text: str) -> str:
-    """``--device``: auto, cpu, cuda or cuda:N (whether CUDA is there is checked before reading)."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        msg = f"expected auto, cpu, cuda or cuda:N, got {text!r}"
+    """``--device``: auto, cpu, cuda[:N] or mps (whether CUDA is there is checked before reading)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+        msg = f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return text
 
@@ -405,36 +411,41 @@ def _check_labels(spec: str | None) -> None:
     """Refuse a missing --labels file (a path or a .csv); a column name is checked later."""
     if spec is None:
         return
+    # only a name with a table's suffix is surely a file: an obs column may be called
+    # "CD4/CD8" or "data"; those are resolved (and refused if unknown) after reading
     p = Path(spec)
-    looks_like_file = p.suffix.lower() in (".csv", ".tsv", ".txt") or os.sep in spec or "/" in spec
+    if p.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return
     if p.is_dir():
         msg = f"--labels {spec!r} is a folder; give a CSV of barcode,label or an obs column"
         raise ValueError(msg)
-    if looks_like_file and not p.exists():
+    if not p.exists():
         msg = f"--labels {spec!r} does not exist; give a CSV of barcode,label or an obs column"
         raise FileNotFoundError(msg)
 
 
-def _check_out_dir(out: Path, *, overwrite: bool) -> None:
-    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a foreign folder."""
+def _check_out_dir(out: Path, *, overwrite: bool, shown: str | None = None) -> None:
+    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a foreign folder.
+
+    ``shown`` is ``--out`` as the user wrote it, for the messages (``out`` may be resolved).
+    """
+    shown = str(out) if shown is None else shown
     if out.exists() or out.is_symlink():
         if not overwrite:
-            msg = f"--out {str(out)!r} exists; pass --overwrite to replace it"
+            msg = f"--out {shown!r} exists; pass --overwrite to replace it"
             raise FileExistsError(msg)
         if not out.is_dir():
-            msg = (
-                f"--out {str(out)!r} exists and is not a folder; remove it or choose another --out"
-            )
+            msg = f"--out {shown!r} exists and is not a folder; remove it or choose another --out"
             raise FileExistsError(msg)
         if any(out.iterdir()) and not any((out / name).exists() for name in _OUTPUT_FILES):
             msg = (
-                f"--out {str(out)!r} is a folder that holds no `scdropout cluster` result "
+                f"--out {shown!r} is a folder that holds no `scdropout cluster` result "
                 f"({', '.join(_OUTPUT_FILES)}); --overwrite replaces only such folders, so "
                 "remove it yourself or choose another --out"
             )
             raise FileExistsError(msg)
     if not out.parent.is_dir():
-        msg = f"the folder of --out {str(out)!r} does not exist"
+        msg = f"the folder of --out {shown!r} does not exist"
         raise FileNotFoundError(msg)
 
 
@@ -856,7 +867,8 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     # everything that can be checked without reading data is checked first
     _check_inputs(args.samples, layer=args.layer)
     _check_labels(args.labels)
-    _check_device(args.device)
+    if {"dae", "cidr"} & set(args.methods):  # the only methods that take --device
+        _check_device(args.device)
     out = Path(args.out)
     # "." and ".." get a real name (the temporary folder goes beside it); a symlink stays one
     out = out.resolve() if out.name in ("", "..") else out.parent.resolve() / out.name
@@ -871,7 +883,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         if out == Path(sample).resolve() or out in Path(sample).resolve().parents:
             msg = f"--out {args.out!r} holds the input {sample!r}; choose another --out"
             raise ValueError(msg)
-    _check_out_dir(out, overwrite=args.overwrite)
+    _check_out_dir(out, overwrite=args.overwrite, shown=args.out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -280,3 +280,14 @@ def test_h5ad_named_h5_is_not_taken_for_a_10x_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is an AnnData (.h5ad) file, not a Cell Ranger .h5" in err
     assert "genomes" not in err
+
+
+def test_info_on_an_h5ad_without_x_names_the_flag(tmp_path, capsys):
+    a = sd.datasets.synthetic(n_cells=40, n_genes=60, random_state=0)
+    b = ad.AnnData(obs=a.obs[[]].copy(), var=a.var[[]].copy())
+    b.layers["counts"] = a.X.copy()
+    path = tmp_path / "nox.h5ad"
+    b.write_h5ad(path)
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "`adata.X` is None; pass --layer" in err

@@ -516,3 +516,35 @@ def test_labels_with_every_method_skipped_still_write_a_report(tmp_path):
     figures = {p.name for p in (out / "figures").iterdir()}
     assert not {"scores_ari.png", "scores_nmi.png"} & figures  # nothing to score
     assert "embeddings_labels.png" in figures
+
+
+@pytest.mark.parametrize("column", ["CD4/CD8", "data"])
+def test_labels_column_that_looks_like_a_path(fake_compare, data, tmp_path, monkeypatch, column):
+    """An obs column may be called "CD4/CD8", or like a folder in the working directory."""
+    a = ad.read_h5ad(data["h5ad"])
+    a.obs[column] = a.obs["group"].astype(str)
+    h5ad = tmp_path / "labelled.h5ad"
+    a.write_h5ad(h5ad)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = ["cluster", str(h5ad), "--out", "res", "--methods", "pca", "--quiet"]
+    assert main([*argv, "--labels", column]) == 0
+    assert (tmp_path / "res" / "report.html").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_device_is_checked_only_for_methods_that_use_it(
+    fake_compare, data, tmp_path, monkeypatch, device
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["cluster", str(data["h5"]), "--out", str(tmp_path / "r"), "--methods", "pca"]
+    assert main([*argv, "--device", device, "--quiet"]) == 0
+
+
+def test_out_messages_show_the_path_as_given(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r1").mkdir()
+    assert main(["cluster", str(data["h5"]), "--out", "r1", "--methods", "pca"]) == 1
+    assert "--out 'r1' exists; pass --overwrite" in _err_line(capsys)

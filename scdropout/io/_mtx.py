@@ -56,9 +56,10 @@ def _find(folder: Path, stems: tuple[str, ...]) -> Path:
     if len(found) > 1:
         names = ", ".join(repr(p.name) for p in found[:-1]) + f" and {found[-1].name!r}"
         msg = (
-            f"{str(folder)!r} holds {names}, so it mixes files of two Cell Ranger runs or "
-            f"versions (v2: {', '.join(_V2_FILES)}; v3: {', '.join(_V3_FILES)}); remove the "
-            "files that do not belong."
+            f"{str(folder)!r} holds {names}: two versions of one file (a decompressed copy, "
+            f"or files of two Cell Ranger runs or versions; v2: {', '.join(_V2_FILES)}; v3: "
+            f"{', '.join(_V3_FILES)}), and reading either could pair files of different runs. "
+            "Remove the files that do not belong."
         )
         raise ValueError(msg)
     if found:

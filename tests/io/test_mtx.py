@@ -275,7 +275,7 @@ def test_plain_text_named_gz_reads_by_content(tiny_10x, tmp_path, same_10x):
 def test_folder_mixing_two_versions_is_an_error(tiny_10x, extra, names):
     """A v2 file beside the v3 files could pair one run's matrix with another's barcodes."""
     (tiny_10x.v3_mtx / extra).write_bytes((tiny_10x.v2_mtx / extra).read_bytes())
-    pattern = f"{re.escape(str(tiny_10x.v3_mtx))}' holds {names}, so it mixes files"
+    pattern = f"{re.escape(str(tiny_10x.v3_mtx))}' holds {names}: two versions of one file"
     with pytest.raises(ValueError, match=pattern):
         sd.io.read_10x_mtx(tiny_10x.v3_mtx)
     with pytest.raises(ValueError, match=pattern):
