@@ -13,6 +13,7 @@ from ._checks import (
     gene_mask,
     get_matrix,
     missing_key_message,
+    var_mask,
 )
 from ._memory import check_memory
 from ._random import as_generator, seed_repr
@@ -37,6 +38,7 @@ __all__ = [
     "resolve_n_jobs",
     "seed_repr",
     "thread_limit",
+    "var_mask",
     "warn",
     "write_results",
     "written_by",

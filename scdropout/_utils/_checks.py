@@ -229,16 +229,12 @@ def check_orientation(adata: Any, *, what: str) -> None:
         raise ValueError(msg)
 
 
-def gene_mask(adata: Any, genes: str | None, *, what: str) -> np.ndarray | None:
-    """Resolve ``genes`` (the name of a boolean ``adata.var`` column) to a mask; None passes.
+def var_mask(adata: Any, genes: str) -> np.ndarray:
+    """Return the boolean ``adata.var`` column named by ``genes=`` as a mask, checked.
 
-    ``what`` names the method in the error raised when fewer than 2 genes are selected.
+    The column must exist (``KeyError``) and be boolean, numpy's or pandas' nullable one without
+    missing values (``ValueError``).
     """
-    if genes is None:
-        return None
-    if not isinstance(genes, str):
-        msg = f"`genes` must be the name of a boolean `adata.var` column or None, got {genes!r}."
-        raise TypeError(msg)
     if genes not in adata.var.columns:
         raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
     col = adata.var[genes]
@@ -251,7 +247,20 @@ def gene_mask(adata: Any, genes: str | None, *, what: str) -> np.ndarray | None:
             "with True or False first."
         )
         raise ValueError(msg)
-    mask = col.to_numpy(dtype=bool)
+    return col.to_numpy(dtype=bool)
+
+
+def gene_mask(adata: Any, genes: str | None, *, what: str) -> np.ndarray | None:
+    """Resolve ``genes`` (the name of a boolean ``adata.var`` column) to a mask; None passes.
+
+    ``what`` names the method in the error raised when fewer than 2 genes are selected.
+    """
+    if genes is None:
+        return None
+    if not isinstance(genes, str):
+        msg = f"`genes` must be the name of a boolean `adata.var` column or None, got {genes!r}."
+        raise TypeError(msg)
+    mask = var_mask(adata, genes)
     if mask.sum() < 2:
         msg = (
             f"`adata.var[{genes!r}]` selects {int(mask.sum())} genes; {what} needs at least 2 "

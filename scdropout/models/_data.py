@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy import sparse
 
 from scdropout._compat import SparseBase
-from scdropout._utils import check_counts, get_matrix, missing_key_message
+from scdropout._utils import check_counts, get_matrix, var_mask
 
 GeneSpec = str | Sequence[str] | Sequence[bool] | np.ndarray | None
 
@@ -75,22 +74,7 @@ def resolve_genes(adata: Any, genes: GeneSpec) -> np.ndarray:
     if genes is None:
         idx = np.arange(n)
     elif isinstance(genes, str):
-        if genes not in adata.var.columns:
-            raise KeyError(missing_key_message("genes", genes, adata.var.columns, "var"))
-        col = adata.var[genes]
-        if not pd.api.types.is_bool_dtype(col.dtype):
-            msg = (
-                f"`genes={genes!r}` names a column of dtype {col.dtype}; it must be boolean "
-                "(True for the genes to model)."
-            )
-            raise ValueError(msg)
-        if col.isna().any():  # pandas' nullable "boolean"
-            msg = (
-                f"`genes={genes!r}` names a boolean column with {int(col.isna().sum())} missing "
-                "value(s); fill them with True or False first."
-            )
-            raise ValueError(msg)
-        idx = np.flatnonzero(col.to_numpy(dtype=bool))
+        idx = np.flatnonzero(var_mask(adata, genes))
     else:
         arr = np.asarray(genes)
         if arr.dtype == bool:
