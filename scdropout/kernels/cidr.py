@@ -45,6 +45,7 @@ __all__ = [
     "cailliez",
     "calc_npc",
     "calc_npc_leading",
+    "calinski_harabasz",
     "candidate_counts",
     "choose_k",
     "dissimilarity",
@@ -1653,7 +1654,12 @@ def _cut(Z: NDArray[np.float64], n: int, ks: Any) -> NDArray[np.int64]:
     return _cut_kernel(np.ascontiguousarray(Z, dtype=np.float64), int(n), ks)
 
 
-def _ch(Y: NDArray[np.float64], labels: NDArray[np.int64], k: int) -> float:
+def calinski_harabasz(Y: NDArray[np.float64], labels: NDArray[np.int64], k: int) -> float:
+    """Calinski-Harabasz index of ``k`` clusters labelled 0..k-1 (as scikit-learn's score).
+
+    When every cluster is one repeated point (no within-cluster spread) the index is +inf, as
+    in R (x / 0), or NaN if all points are equal; scikit-learn returns 1.0 there.
+    """
     n = Y.shape[0]
     total = float(np.sum((Y - Y.mean(axis=0)) ** 2))
     within = 0.0
@@ -1732,6 +1738,6 @@ def ward_clusters(
     ch = np.full(n_max, np.nan)
     cuts = _cut(Z, n, np.arange(2, n_max + 1))
     for k in range(2, n_max + 1):
-        ch[k - 1] = _ch(Y, cuts[:, k - 2], k)
+        ch[k - 1] = calinski_harabasz(Y, cuts[:, k - 2], k)
     k_star, crash = choose_k(ch)
     return WardClusters(cuts[:, k_star - 2], k_star, ch, r_would_crash=crash)

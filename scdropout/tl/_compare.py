@@ -39,6 +39,7 @@ from scdropout._utils import (
     warn,
     write_results,
 )
+from scdropout.kernels.cidr import calinski_harabasz
 
 from . import _baselines
 from ._cidr_flavors import _leiden as _leiden_codes
@@ -256,29 +257,16 @@ def _ward(emb: np.ndarray, k: int | None) -> tuple[pd.Categorical, int]:
     if k is None:
         best, best_score = 2, -np.inf
         for kk in range(2, min(K_MAX, n - 1) + 1):
-            lab = fcluster(Z, kk, criterion="maxclust")
-            n_found = np.unique(lab).size
+            uniq, codes = np.unique(fcluster(Z, kk, criterion="maxclust"), return_inverse=True)
+            n_found = uniq.size
             if n_found < 2 or n_found > n - 1:
                 continue
-            score = _calinski_harabasz(emb, lab)
+            score = calinski_harabasz(emb, codes, n_found)  # +inf, not sklearn's 1.0, at 0 spread
             if score > best_score:
                 best, best_score = kk, score
         k = best
     labels = _relabel(fcluster(Z, k, criterion="maxclust"))
     return labels, int(k)
-
-
-def _calinski_harabasz(emb: np.ndarray, labels: np.ndarray) -> float:
-    """Sklearn's Calinski-Harabasz score, but +inf (not 1.0) for clusters of repeated points."""
-    from sklearn.metrics import calinski_harabasz_score
-
-    within = sum(
-        float(np.sum((emb[labels == c] - emb[labels == c].mean(axis=0)) ** 2))
-        for c in np.unique(labels)
-    )
-    if within == 0.0:
-        return np.inf
-    return float(calinski_harabasz_score(emb, labels))
 
 
 def _leiden(
