@@ -31,8 +31,9 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Run the block with torch's global RNG (CPU, and CUDA when used) seeded by ``seed``.
 
     The RNG states are forked on entry and restored on exit, so the caller's random streams are
-    untouched, CUDA's too when the block runs on the CPU (scvi-tools seeds globally instead). Dropout masks, ``torch.rand`` inside the
-    model and parameter initialisation all draw from the seeded state.
+    untouched, CUDA's too when the block runs on the CPU (scvi-tools seeds globally instead).
+    Dropout masks, ``torch.rand`` inside the model and parameter initialisation all draw from
+    the seeded state.
     """
     cuda = device is not None and device.type == "cuda"
     devices = list(range(torch.cuda.device_count())) if cuda else []
