@@ -246,12 +246,18 @@ def _print_summary(path: str, s: dict[str, Any]) -> None:
         print(f"{k:<{width}}  {v}")
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    _check_inputs([args.path], layer=args.layer)
+def _load_counted(args: argparse.Namespace) -> Any:
+    """``info``/``genes``: read ``args.path`` and drop (with a warning) cells without counts."""
     adata = _load(args.path, genome=args.genome, quiet=args.quiet)
     warned: list[str] = []
     adata = _drop_empty_cells(adata, warned, layer=args.layer)
     _print_warnings(warned, quiet=args.quiet)
+    return adata
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    _check_inputs([args.path], layer=args.layer)
+    adata = _load_counted(args)
     with _Step("dropout statistics", quiet=args.quiet):
         pp.dropout_stats(adata, layer=args.layer, n_jobs=args.n_jobs)
     s = _summary(adata, "dropout")
@@ -267,10 +273,7 @@ def _cmd_genes(args: argparse.Namespace) -> int:
     table = Path(args.table) if args.table else out.with_suffix(".genes.csv")
     _check_table(table, out, overwrite=args.overwrite)
     _check_inputs([args.path], layer=args.layer)
-    adata = _load(args.path, genome=args.genome, quiet=args.quiet)
-    warned: list[str] = []
-    adata = _drop_empty_cells(adata, warned, layer=args.layer)
-    _print_warnings(warned, quiet=args.quiet)
+    adata = _load_counted(args)
     with _Step("dropout statistics", quiet=args.quiet):
         pp.dropout_stats(adata, layer=args.layer, n_jobs=args.n_jobs)
     fdr = None if args.n_top_genes is not None else args.fdr
@@ -1023,7 +1026,7 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         type=_device,
         default="auto",
-        help="torch device: auto, cpu, cuda, cuda:1 (default auto)",
+        help="torch device: auto, cpu, cuda, cuda:1, mps (default auto)",
     )
     p_cluster.add_argument(
         "--epochs",
