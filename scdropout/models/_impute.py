@@ -50,9 +50,19 @@ error (``Shrinkage.estimate``):
   ~5·10⁵ counts per cell) an offset of one count per 10⁴ adds ~50 counts, and the average is
   then nearly arithmetic for the many low counts.
 
-The choice uses the same fold-hidden entries of the validation cells as the gate: each
-candidate (gated with the fitted ``w_g``; the null share of the geometric one from the training
-cells only) predicts the hidden NON-ZERO counts. The geometric scale with the smaller median
+The geometric estimate has a gate of its own, ``w'_g``, with the same empirical-Bayes rule
+on a gain suited to a log-space average: the squared error of ``log1p(share · s)`` of the
+hidden counts under the null ``ĝ_g`` minus that under ``G``. It is fitted on fold-hidden entries
+of ALL cells (at most ``MAX_CELLS``), not only the validation cells: ``G`` never uses the
+network's mean, and each cell's neighbours are found from its latent position with the fold
+hidden, so the hidden count reaches the prediction only through the encoder's weights. On the
+smallest data sets this is what gives the gate power: pollen (64 cells, 6 validation cells)
+kept no gene with the arithmetic gate and keeps 31 of 2,000 with this one (held-out Pearson
+0.293 -> 0.306). On permuted counts it keeps none.
+
+The choice uses the same fold-hidden entries of the validation cells as the arithmetic gate:
+each candidate (gated with its fitted weights; the null share of the geometric one from the
+training cells only) predicts the hidden NON-ZERO counts. The geometric scale with the smaller median
 absolute error is taken (10⁴ on ties), then the estimate with the smaller one (the arithmetic
 one on ties). The network, the neighbours and the null shares never saw those entries. The
 median absolute error and the Pearson correlation of log1p values of every candidate are kept
@@ -125,6 +135,14 @@ class Shrinkage:
         ``s`` of the geometric estimate, which averages ``log1p(share · s)``: the candidate
         (``GEO_SCALE`` or the median library size) with the smaller held-out median absolute
         error; ``GEO_SCALE`` for models saved before the choice existed.
+    geo_weights
+        ``w'_g``, the geometric estimate's own gate (at ``geo_scale``); None for models saved
+        before it existed, whose geometric estimate uses ``weights``.
+    geo_gain
+        Its per-gene gain: squared error of ``log1p(share · geo_scale)`` of the hidden counts
+        under the null minus that under ``G``, summed over ``geo_n_cells`` cells.
+    geo_n_cells
+        Number of cells (validation and training) ``geo_weights`` was fitted on.
     """
 
     weights: np.ndarray
@@ -137,6 +155,15 @@ class Shrinkage:
     geo_baseline: np.ndarray | None = None
     selection: dict[str, list[float]] = field(default_factory=dict)
     geo_scale: float = GEO_SCALE
+    geo_weights: np.ndarray | None = None
+    geo_gain: np.ndarray | None = None
+    geo_n_cells: int = 0
+
+    def weights_for(self, estimate: str) -> np.ndarray:
+        """Return the gate of ``estimate`` (``"arithmetic"`` or ``"geometric"``)."""
+        if estimate == "geometric" and self.geo_weights is not None:
+            return self.geo_weights
+        return self.weights
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe record (float64 values round-trip exactly)."""
@@ -153,6 +180,9 @@ class Shrinkage:
             else [float(v) for v in self.geo_baseline],
             "selection": {k: [float(v) for v in m] for k, m in self.selection.items()},
             "geo_scale": float(self.geo_scale),
+            "geo_weights": _floats(self.geo_weights),
+            "geo_gain": _floats(self.geo_gain),
+            "geo_n_cells": int(self.geo_n_cells),
         }
 
     @classmethod
@@ -171,7 +201,18 @@ class Shrinkage:
             else np.asarray(d["geo_baseline"], dtype=np.float64),
             selection={k: [float(v) for v in m] for k, m in d.get("selection", {}).items()},
             geo_scale=float(d.get("geo_scale", GEO_SCALE)),
+            geo_weights=_array(d.get("geo_weights")),
+            geo_gain=_array(d.get("geo_gain")),
+            geo_n_cells=int(d.get("geo_n_cells", 0)),
         )
+
+
+def _floats(a: np.ndarray | None) -> list[float] | None:
+    return None if a is None else [float(v) for v in a]
+
+
+def _array(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)
 
 
 def _loglik_terms(x: np.ndarray, mu: np.ndarray, theta: np.ndarray | None) -> np.ndarray:
@@ -599,14 +640,26 @@ def fit_shrinkage(
     selection = {
         "arithmetic": _point_errors(x, weights * stacked + (1.0 - weights) * p_all * lib[:, None])
     }
-    for scale, lg in logs.items():
-        null = geometric_share(lg[train], scale) * lib[:, None]
-        selection[f"geometric@{scale:g}"] = _point_errors(
-            x, weights * G[scale] + (1.0 - weights) * null
+    # the geometric estimate's own gate, on fold-hidden entries of all cells (G never uses μ)
+    n = counts.shape[0]
+    gate_cells = np.arange(n, dtype=np.int64)
+    if n > max_cells:
+        gate_cells = np.sort(rng.choice(n, size=max_cells, replace=False))
+    with torch.inference_mode():
+        x_all, lib_all, *_, G_all, _, _ = _hidden_predictions(
+            module, ds, shares, logs, gate_cells, n_folds=n_folds, k=k, device=device, rng=rng
         )
+    geo: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    for scale, lg in logs.items():
+        g = geometric_gain(x_all, lib_all, G_all[scale], geometric_share(lg, scale), scale)
+        w = (g + prior * g.mean() > 0).astype(np.float64)
+        geo[scale] = (w, g)
+        null = geometric_share(lg[train], scale) * lib[:, None]
+        selection[f"geometric@{scale:g}"] = _point_errors(x, w * G[scale] + (1.0 - w) * null)
     # the scale first (ties: GEO_SCALE), then the estimate (ties: arithmetic)
     scale = min(logs, key=lambda sc: selection[f"geometric@{sc:g}"][0])
     selection["geometric"] = selection[f"geometric@{scale:g}"]
+    geo_w, geo_g = geo[scale]
     return Shrinkage(
         weights=weights,
         baseline=(1.0 - weights) * p_all,
@@ -615,10 +668,29 @@ def fit_shrinkage(
         in_sample=in_sample,
         n_neighbors=k,
         estimate=min(ESTIMATES, key=lambda name: selection[name][0]),
-        geo_baseline=(1.0 - weights) * geometric_share(logs[scale], scale),
+        geo_baseline=(1.0 - geo_w) * geometric_share(logs[scale], scale),
         selection=selection,
         geo_scale=scale,
+        geo_weights=geo_w,
+        geo_gain=geo_g,
+        geo_n_cells=len(gate_cells),
     )
+
+
+def geometric_gain(
+    x: np.ndarray, lib: np.ndarray, G: np.ndarray, null_share: np.ndarray, scale: float
+) -> np.ndarray:
+    """Per-gene gain of the geometric estimate ``G`` over the constant share ``null_share``.
+
+    The squared error of ``log1p(x / L · scale)`` under the null minus that under ``G``,
+    summed over the cells (rows of ``x``, the hidden counts; ``lib`` their libraries, ``G``
+    the predictions as counts). Positive where the neighbours predict the gene better than
+    the gene's typical share does.
+    """
+    f = scale / lib[:, None]
+    observed = np.log1p(x * f)
+    null = np.log1p(np.asarray(null_share, dtype=np.float64) * scale)[None]
+    return ((observed - null) ** 2).sum(0) - ((observed - np.log1p(G * f)) ** 2).sum(0)
 
 
 def _point_errors(x: np.ndarray, pred: np.ndarray) -> list[float]:

@@ -260,15 +260,18 @@ class DropoutAutoencoder:
 
     @property
     def shrinkage_(self) -> np.ndarray | None:
-        """Per-gene gate ``w_g`` (0 or 1) of :meth:`get_imputed` (None if unfitted).
+        """Per-gene gate ``w_g`` (0 or 1) of :meth:`get_imputed`'s default (None if unfitted).
 
-        Fitted by :meth:`train` on held-out entries of the validation cells; 1 keeps the stacked
-        prediction, 0 replaces it by a constant share of the cell's library (see
-        :meth:`get_imputed`). The baselines ``b_g``, held-out gains and the number of latent
+        The gate of the point estimate chosen after training (``self.shrinkage.estimate``;
+        the other one's is ``self.shrinkage.weights_for(name)``), fitted by :meth:`train` on
+        held-out entries; 1 keeps the stacked prediction, 0 replaces it by a constant share of
+        the cell's library (see :meth:`get_imputed`). The baselines ``b_g``, held-out gains and the number of latent
         neighbours are in ``self.shrinkage``. Models saved before stacking existed may hold
         weights in [0, 1] that apply to the model's mean alone.
         """
-        return None if self.shrinkage is None else self.shrinkage.weights.copy()
+        if self.shrinkage is None:
+            return None
+        return self.shrinkage.weights_for(self.shrinkage.estimate).copy()
 
     @property
     def is_trained(self) -> bool:
@@ -422,19 +425,22 @@ class DropoutAutoencoder:
         self.module.eval()
         self.device = dev
         self.history = hist
-        n_kept = int((self.shrinkage.weights > 0).sum())
+        sh = self.shrinkage
         logger.info(
-            "imputation gate fitted on %d held-out cells: %d of %d genes keep the stacked "
-            "prediction (mean held-out gain %.3g); point estimate %s (held-out median "
-            "absolute error arithmetic %.4g, geometric %.4g at scale %g)",
-            self.shrinkage.n_cells,
-            n_kept,
+            "imputation gates: the stacked prediction keeps %d of %d genes (fitted on %d "
+            "held-out cells, mean gain %.3g), the geometric estimate %d (fitted on %d cells); "
+            "point estimate %s (held-out median absolute error arithmetic %.4g, geometric "
+            "%.4g at scale %g)",
+            int((sh.weights > 0).sum()),
             self.registry.n_vars,
-            float(np.mean(self.shrinkage.gain)),
-            self.shrinkage.estimate,
-            self.shrinkage.selection["arithmetic"][0],
-            self.shrinkage.selection["geometric"][0],
-            self.shrinkage.geo_scale,
+            sh.n_cells,
+            float(np.mean(sh.gain)),
+            int((sh.weights_for("geometric") > 0).sum()),
+            sh.geo_n_cells,
+            sh.estimate,
+            sh.selection["arithmetic"][0],
+            sh.selection["geometric"][0],
+            sh.geo_scale,
         )
         logger.info(
             "trained %d epochs (best %d), final train loss %.4g",
@@ -523,7 +529,10 @@ class DropoutAutoencoder:
                         "`shrink=False` to silence this warning."
                     )
             else:
-                shrink_w = torch.as_tensor(self.shrinkage.weights, dtype=torch.float32)
+                shrink_w = torch.as_tensor(
+                    self.shrinkage.weights_for("geometric" if geometric else "arithmetic"),
+                    dtype=torch.float32,
+                )
                 base = self.shrinkage.geo_baseline if geometric else self.shrinkage.baseline
                 shrink_p = torch.as_tensor(base, dtype=torch.float32)
         n = counts.shape[0]
@@ -716,7 +725,10 @@ class DropoutAutoencoder:
         their counts averaged in log space) and ``p̄_g`` by the log-space average share of
         the gene over all cells; ``s`` (``self.shrinkage.geo_scale``) is 10⁴ or the median
         library size, whichever predicts the hidden counts better (it matters for deep
-        read-count libraries). The geometric estimate is a typical value, not the mean: for
+        read-count libraries). It has a gate of its own (``self.shrinkage.geo_weights``): the
+        same rule on the squared error of ``log1p(share · s)``, fitted on fold-hidden entries
+        of all cells (at most 2,000), since ``G`` never uses the network's mean; on data sets
+        with a handful of validation cells this is what lets genes through. The geometric estimate is a typical value, not the mean: for
         skewed counts it lies below the mean, closer to most counts. ``"auto"`` takes the one
         whose gated predictions of the hidden non-zero counts have the smaller median
         absolute error (recorded in ``self.shrinkage.estimate`` and ``.selection``). Read

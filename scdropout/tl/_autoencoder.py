@@ -215,8 +215,9 @@ def autoencoder(
         ``"train_loss"``, ``"val_loss"`` and ``"train_nll_masked"`` arrays: mean per-cell NLL,
         per-entry NLL of the masked counts), ``"n_epochs"``, ``"best_epoch"``,
         ``"stopped_early"``, ``"device"``, ``"n_genes"``, ``"shrinkage_weights"`` (float64,
-        one per modelled gene: the held-out gate ``w_g`` used by ``shrink``; 1 keeps the
-        stacked prediction, 0 makes the gene's imputation a constant share of the library),
+        one per modelled gene: the held-out gate ``w_g`` of the estimate used by ``shrink``;
+        1 keeps the stacked prediction, 0 makes the gene's imputation a constant share of the
+        library),
         ``"estimate"`` (the point estimate the model chose after training, used by
         ``estimate="auto"``), ``"geo_scale"`` (the scale ``s`` of the geometric estimate's
         ``log1p(share · s)``, chosen with it) and,
@@ -384,7 +385,12 @@ def autoencoder(
         "stopped_early": bool(hist.stopped_early),
         "device": str(model.device),
         "n_genes": len(names),
-        "shrinkage_weights": np.asarray(model.shrinkage_, dtype=np.float64),
+        "shrinkage_weights": np.asarray(
+            model.shrinkage.weights_for(
+                model.shrinkage.estimate if estimate == "auto" else estimate
+            ),
+            dtype=np.float64,
+        ),
         "estimate": model.shrinkage.estimate,
         "geo_scale": float(model.shrinkage.geo_scale),
     }

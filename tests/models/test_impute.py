@@ -69,6 +69,12 @@ def test_permuted_counts_get_zero_weights_and_no_false_pairs(planted, models):
     # the low-rank decoder invents gene-gene structure; the shrunk imputation does not
     assert raw > 200
     assert shrunk <= 0.05 * raw
+    # the geometric estimate's own gate, fitted on every cell, shuts as well
+    s = model.shrinkage
+    assert s.geo_n_cells == perm.n_obs
+    assert (s.geo_weights == 0).mean() >= 0.95
+    geo = model.get_imputed(estimate="geometric").astype(np.float64)
+    assert _significant_pairs(geo, lib) <= 0.05 * raw
 
 
 def test_planted_markers_keep_the_stacked_prediction(planted, models):
@@ -87,6 +93,38 @@ def test_planted_markers_keep_the_stacked_prediction(planted, models):
     np.testing.assert_array_equal(w == 1, s.gain + 20 * s.gain.mean() > 0)
     # a kept gene has no null part
     np.testing.assert_array_equal(s.baseline[w == 1], 0.0)
+    # the geometric estimate's gate: the same rule on its own gain, fitted on all 300 cells
+    gw = s.geo_weights
+    assert set(np.unique(gw)) <= {0.0, 1.0}
+    assert s.geo_n_cells == real.n_obs
+    np.testing.assert_array_equal(gw == 1, s.geo_gain + 20 * s.geo_gain.mean() > 0)
+    assert (gw[marker] == 1).all()
+    assert np.median(s.geo_gain[marker]) > np.median(s.geo_gain[~marker])
+    np.testing.assert_array_equal(s.geo_baseline[gw == 1], 0.0)
+    np.testing.assert_array_equal(model.shrinkage_, s.weights_for(s.estimate))
+
+
+def test_geometric_gain_is_the_squared_log_error_difference():
+    from scdropout.models._impute import geometric_gain
+
+    rng = np.random.default_rng(2)
+    x = rng.poisson(3.0, size=(12, 5)).astype(np.float64)
+    lib = rng.uniform(50, 150, size=12)
+    G = rng.gamma(2.0, 1.5, size=(12, 5))
+    share = rng.uniform(0.01, 0.05, size=5)
+    got = geometric_gain(x, lib, G, share, 100.0)
+    expected = np.zeros(5)
+    for c in range(12):
+        for g in range(5):
+            obs = np.log1p(x[c, g] / lib[c] * 100.0)
+            expected[g] += (obs - np.log1p(share[g] * 100.0)) ** 2
+            expected[g] -= (obs - np.log1p(G[c, g] / lib[c] * 100.0)) ** 2
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # a perfect prediction gains the null's whole error; the null itself gains nothing
+    perfect = geometric_gain(x, lib, x, share, 100.0)
+    assert (perfect >= 0).all()
+    null = geometric_gain(x, lib, share * lib[:, None], share, 100.0)
+    np.testing.assert_allclose(null, 0.0, atol=1e-12)
 
 
 def _reference_smooth(z, mu, counts, lib, k):
@@ -143,7 +181,7 @@ def test_stack_smooths_within_the_imputed_cells(planted, models):
     expected = s.weights * model.get_imputed(one, shrink=False) + s.baseline * lib
     got = model.get_imputed(one, estimate="arithmetic")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    expected = s.weights * model.get_imputed(one, shrink=False) + s.geo_baseline * lib
+    expected = s.geo_weights * model.get_imputed(one, shrink=False) + s.geo_baseline * lib
     got = model.get_imputed(one, estimate="geometric")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -318,8 +356,20 @@ def test_save_load_keeps_the_weights(planted, models, tmp_path):
         got = loaded.get_imputed(estimate=est)
         np.testing.assert_array_equal(got, model.get_imputed(estimate=est))
     assert loaded.shrinkage.geo_scale == model.shrinkage.geo_scale
+    np.testing.assert_array_equal(loaded.shrinkage.geo_weights, model.shrinkage.geo_weights)
+    np.testing.assert_array_equal(loaded.shrinkage.geo_gain, model.shrinkage.geo_gain)
+    assert loaded.shrinkage.geo_n_cells == model.shrinkage.geo_n_cells
     cfg = tmp_path / "m" / "config.json"
     config = json.loads(cfg.read_text())
+    # a model saved before the geometric estimate had a gate of its own: it used `weights`
+    for key in ("geo_weights", "geo_gain", "geo_n_cells"):
+        del config["shrinkage"][key]
+    cfg.write_text(json.dumps(config))
+    old = DropoutAutoencoder.load(tmp_path / "m", real, device="cpu").shrinkage
+    assert old.geo_weights is None
+    assert old.geo_gain is None
+    assert old.geo_n_cells == 0
+    assert old.weights_for("geometric") is old.weights
     # a model saved before the choice of scale: its geometric estimate used 1e4
     del config["shrinkage"]["geo_scale"]
     cfg.write_text(json.dumps(config))
@@ -363,8 +413,8 @@ def test_geometric_estimate_is_the_documented_log_space_average(planted, models)
     assert s.geo_scale in (1e4, np.median(lib))
     G = _reference_geometric(model.get_latent(), counts, lib, s.n_neighbors, s.geo_scale)
     share = np.expm1(np.log1p(counts / lib[:, None] * s.geo_scale).mean(0)) / s.geo_scale
-    np.testing.assert_allclose(s.geo_baseline, (1 - s.weights) * share, rtol=1e-5)
-    expected = (s.weights * G + s.geo_baseline) * lib[:, None]
+    np.testing.assert_allclose(s.geo_baseline, (1 - s.geo_weights) * share, rtol=1e-5)
+    expected = (s.geo_weights * G + s.geo_baseline) * lib[:, None]
     geo = model.get_imputed(estimate="geometric")
     np.testing.assert_allclose(geo, expected, rtol=1e-4, atol=1e-5)
     # a typical value: below the arithmetic neighbour mean of the counts (Jensen)
@@ -412,15 +462,18 @@ def test_heavy_tailed_counts_choose_the_geometric_estimate(planted):
     s = _train(a).shrinkage
     assert s.estimate == "geometric"
     assert s.selection["geometric"][0] < 0.8 * s.selection["arithmetic"][0]
-    # the same at read-count depth (~10^6 per cell): one count in the median cell is the
-    # offset of the log-space average, not one per 10^4 (which adds ~100 counts per cell)
+    # the same at read-count depth (~10^6 per cell); both offsets of the log-space average
+    # are candidates, one count per 10^4 and one count in the median cell
     deep = ad.AnnData(sparse.csr_matrix(np.round(heavy * 300).astype(np.float32)))
     deep = deep[np.asarray(deep.X.sum(1)).ravel() > 0].copy()
     model = _train(deep)
     s = model.shrinkage
+    median = float(np.median(model._library))
+    assert median > 1e5
     assert s.estimate == "geometric"
-    assert s.geo_scale == np.median(model._library) > 1e5
-    assert s.selection["geometric"][0] < s.selection["geometric@10000"][0]
+    at = {1e4: s.selection["geometric@10000"][0], median: s.selection[f"geometric@{median:g}"][0]}
+    assert s.geo_scale == min(at, key=at.get)
+    assert max(at.values()) < 0.8 * s.selection["arithmetic"][0]
     # Poisson counts around 3 group means: the mean is the typical value, arithmetic wins
     groups = rng.integers(0, 3, 300)
     means = rng.gamma(2.0, 1.0, size=(3, 60)) * 3

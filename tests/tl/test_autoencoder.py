@@ -120,6 +120,11 @@ def test_shrink_gates_the_stacked_imputation_per_gene():
     sd.tl.autoencoder(forced, impute=True, estimate=other_estimate, **kw)
     assert forced.uns["dae"]["params"]["estimate"] == other_estimate
     assert forced.uns["dae"]["estimate"] == chosen
+    # the stored gate is the one of the estimate that filled the layer
+    np.testing.assert_array_equal(w, model.shrinkage.weights_for(chosen))
+    np.testing.assert_array_equal(
+        forced.uns["dae"]["shrinkage_weights"], model.shrinkage.weights_for(other_estimate)
+    )
     np.testing.assert_allclose(
         forced.layers["dae_imputed"], model.get_imputed(estimate=other_estimate), rtol=1e-5
     )
