@@ -71,6 +71,7 @@ in ``Shrinkage.selection``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -516,21 +517,25 @@ def _hidden_predictions(
     ds: CountDataset,
     shares: Any,
     logs: dict[float, Any],
-    cells: np.ndarray,
+    groups: list[np.ndarray],
     *,
     n_folds: int,
     k: int,
     device: torch.device,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, ...]:
-    """Return counts, libraries and the four predictions of fold-hidden entries of ``cells``.
+) -> tuple[list[tuple[Any, ...]], np.ndarray, np.ndarray | None]:
+    """Return, per group of cells, their counts and the predictions of fold-hidden entries.
 
-    Returns ``(x, lib, mu, M, S, G, p_all, theta)``: ``x`` cells × genes; ``mu`` the network's
-    mean of each entry with its fold hidden; ``M``, ``S`` the neighbour averages (model
-    means, counts) over the latent neighbours of the cell with that fold hidden and ``G`` a
-    dict of the same for the counts in log space, per scale; ``p_all`` the model's mean share
-    per gene over all cells. ``ds`` is the counts' :class:`CountDataset`, ``shares`` their
-    :func:`_count_shares` and ``logs`` their :func:`_log_shares` per scale.
+    Returns ``(parts, p_all, theta)``: ``parts[i] = (x, lib, mu, M, S, G)`` for the cells of
+    ``groups[i]``: ``x`` cells × genes; ``mu`` the network's mean of each entry with its fold
+    hidden; ``M``, ``S`` the neighbour averages (model means, counts) over the latent
+    neighbours of the cell with that fold hidden and ``G`` a dict of the same for the counts in
+    log space, per scale; ``p_all`` the model's mean share per gene over all cells. ``ds`` is
+    the counts' :class:`CountDataset`, ``shares`` their :func:`_count_shares` and ``logs``
+    their :func:`_log_shares` per scale. The groups share one pass over all cells for the
+    latent reference and one for the neighbour averages; each group's folds are drawn from
+    ``rng`` after the previous group's, so a group's results do not depend on the groups that
+    follow it.
     """
     n = len(ds)
     zs, p_sum, theta = [], None, None
@@ -544,26 +549,28 @@ def _hidden_predictions(
     ref = _Reference(torch.cat(zs))
     p_all = (p_sum / n).cpu().numpy()
     xs, mus, libs, folds, nbs = [], [], [], [], [[] for _ in range(n_folds)]
-    start = 0
-    for cpu_batch in batch_loader(ds, cells, batch_size=BATCH, shuffle=False):
-        batch = cpu_batch.to(device)
-        x, lib = batch.x, batch.library
-        ids = torch.as_tensor(cells[start : start + x.shape[0]], device=device)
-        start += x.shape[0]
-        fold = torch.as_tensor(rng.integers(0, n_folds, size=tuple(x.shape)), device=device)
-        pred = torch.empty_like(x)
-        for f in range(n_folds):
-            hide = fold == f
-            # the batch's non-zeros stay valid: a hidden one maps to the input of a zero
-            out = module(x.masked_fill(hide, 0.0), lib, mask=False, nz=batch.nz)
-            pred = torch.where(hide, out.mu, pred)
-            nbs[f].append(ref.neighbors(out.z, k, exclude=ids).cpu().numpy())
-        xs.append(x.cpu().numpy())
-        mus.append(pred.cpu().numpy())
-        libs.append(lib.cpu().numpy().ravel())
-        folds.append(fold.cpu().numpy())
+    for cells in groups:
+        start = 0
+        for cpu_batch in batch_loader(ds, cells, batch_size=BATCH, shuffle=False):
+            batch = cpu_batch.to(device)
+            x, lib = batch.x, batch.library
+            ids = torch.as_tensor(cells[start : start + x.shape[0]], device=device)
+            start += x.shape[0]
+            fold = torch.as_tensor(rng.integers(0, n_folds, size=tuple(x.shape)), device=device)
+            pred = torch.empty_like(x)
+            for f in range(n_folds):
+                hide = fold == f
+                # the batch's non-zeros stay valid: a hidden one maps to the input of a zero
+                out = module(x.masked_fill(hide, 0.0), lib, mask=False, nz=batch.nz)
+                pred = torch.where(hide, out.mu, pred)
+                nbs[f].append(ref.neighbors(out.z, k, exclude=ids).cpu().numpy())
+            xs.append(x.cpu().numpy())
+            mus.append(pred.cpu().numpy())
+            libs.append(lib.cpu().numpy().ravel())
+            folds.append(fold.cpu().numpy())
     x = np.concatenate(xs).astype(np.float64)
     lib = np.concatenate(libs).astype(np.float64)
+    mu = np.concatenate(mus).astype(np.float64)
     fold = np.concatenate(folds)
     neighbors = np.stack([np.concatenate(nb) for nb in nbs])  # (folds, cells, k)
 
@@ -584,7 +591,11 @@ def _hidden_predictions(
     S *= lib[:, None]
     G = {scale: _from_log(g, scale) * lib[:, None] for scale, g in zip(logs, Gs, strict=True)}
     th = None if theta is None else theta.double().cpu().numpy()
-    return x, lib, np.concatenate(mus).astype(np.float64), M, S, G, p_all, th
+    parts = []
+    for a, b in itertools.pairwise(np.cumsum([0, *(len(c) for c in groups)])):
+        part = (x[a:b], lib[a:b], mu[a:b], M[a:b], S[a:b], {sc: g[a:b] for sc, g in G.items()})
+        parts.append(part)
+    return parts, p_all, th
 
 
 def fit_shrinkage(
@@ -621,11 +632,26 @@ def fit_shrinkage(
     ds = CountDataset(counts, library) if dataset is None else dataset
     shares = _count_shares(counts, library)
     logs = {scale: _log_shares(shares, scale) for scale in geo_scales(library)}
+    # the geometric estimate's gate uses fold-hidden entries of all cells (G never uses μ);
+    # their subsample comes from a child generator, which leaves `rng`'s stream as it was
+    n = counts.shape[0]
+    gate_cells = np.arange(n, dtype=np.int64)
+    if n > max_cells:
+        gate_cells = np.sort(rng.spawn(1)[0].choice(n, size=max_cells, replace=False))
     module.eval()
     with torch.inference_mode():
-        x, lib, mu, M, S, G, p_all, theta = _hidden_predictions(
-            module, ds, shares, logs, cells, n_folds=n_folds, k=k, device=device, rng=rng
+        parts, p_all, theta = _hidden_predictions(
+            module,
+            ds,
+            shares,
+            logs,
+            [cells, gate_cells],
+            n_folds=n_folds,
+            k=k,
+            device=device,
+            rng=rng,
         )
+    (x, lib, mu, M, S, G), (x_all, lib_all, _, _, _, G_all) = parts
     stacked = (mu + M + S) / 3.0
     # null: the best constant share s · p̄' per gene, p̄' the mean hidden-entry share
     pbar = np.maximum((mu / lib[:, None]).mean(0), 1e-12)
@@ -640,15 +666,6 @@ def fit_shrinkage(
     selection = {
         "arithmetic": _point_errors(x, weights * stacked + (1.0 - weights) * p_all * lib[:, None])
     }
-    # the geometric estimate's own gate, on fold-hidden entries of all cells (G never uses μ)
-    n = counts.shape[0]
-    gate_cells = np.arange(n, dtype=np.int64)
-    if n > max_cells:
-        gate_cells = np.sort(rng.choice(n, size=max_cells, replace=False))
-    with torch.inference_mode():
-        x_all, lib_all, *_, G_all, _, _ = _hidden_predictions(
-            module, ds, shares, logs, gate_cells, n_folds=n_folds, k=k, device=device, rng=rng
-        )
     geo: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     for scale, lg in logs.items():
         g = geometric_gain(x_all, lib_all, G_all[scale], geometric_share(lg, scale), scale)

@@ -104,6 +104,40 @@ def test_planted_markers_keep_the_stacked_prediction(planted, models):
     np.testing.assert_array_equal(model.shrinkage_, s.weights_for(s.estimate))
 
 
+def test_geometric_gate_subsample_leaves_the_arithmetic_gate_alone(models):
+    """Above ``max_cells`` the geometric gate fits on a subsample of all cells; the arithmetic
+    gate (validation cells) and its held-out error do not change with that subsample."""
+    from scdropout.models._impute import fit_shrinkage
+    from scdropout.models._train import split_indices
+
+    model, _ = models
+    n = model._counts.shape[0]
+    train_idx, val_idx = split_indices(n, 0.1, np.random.default_rng(model.seed))
+
+    def fit(max_cells):
+        return fit_shrinkage(
+            model.module,
+            model._counts,
+            model._library,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            device=torch.device("cpu"),
+            rng=np.random.default_rng(7),
+            max_cells=max_cells,
+        )
+
+    full, sub = fit(2000), fit(120)
+    assert full.geo_n_cells == n
+    assert sub.geo_n_cells == 120
+    assert full.n_cells == sub.n_cells == len(val_idx)
+    np.testing.assert_array_equal(sub.weights, full.weights)
+    np.testing.assert_array_equal(sub.gain, full.gain)
+    assert sub.selection["arithmetic"] == full.selection["arithmetic"]
+    assert not np.array_equal(sub.geo_gain, full.geo_gain)
+    # the same subsample again: seeded
+    np.testing.assert_array_equal(fit(120).geo_gain, sub.geo_gain)
+
+
 def test_geometric_gain_is_the_squared_log_error_difference():
     from scdropout.models._impute import geometric_gain
 
