@@ -78,17 +78,20 @@ def test_write_results_records_and_refuses_foreign_keys():
     a = _adata()
     a.obs["mine"] = 1
     written = _utils.write_results(
-        a, {"obs": {"k_x": np.array([1.0, 2.0])}, "uns": {"k": {"a": 1}}}, key_added="k"
+        a, {"obs": {"k_x": np.array([1.0, 2.0])}, "uns": {"k": {"a": 1}}}, key_added="k", owner="f"
     )
     assert written == ["obs['k_x']", "uns['k']"]
     assert list(a.uns["scdropout"]["written"]["obs"]) == ["k_x"]
     # our own key: overwritten
-    _utils.write_results(a, {"obs": {"k_x": np.array([3.0, 4.0])}}, key_added="k")
+    _utils.write_results(a, {"obs": {"k_x": np.array([3.0, 4.0])}}, key_added="k", owner="f")
     np.testing.assert_array_equal(a.obs["k_x"], [3.0, 4.0])
     # a foreign key: refused, and nothing else of the batch is written
     with pytest.raises(ValueError, match=r"`adata.obs\['mine'\]` already exists.*key_added"):
         _utils.write_results(
-            a, {"var": {"new": np.zeros(3)}, "obs": {"mine": np.zeros(2)}}, key_added="k"
+            a,
+            {"var": {"new": np.zeros(3)}, "obs": {"mine": np.zeros(2)}},
+            key_added="k",
+            owner="f",
         )
     assert "new" not in a.var
     np.testing.assert_array_equal(a.obs["mine"], 1)
@@ -129,7 +132,7 @@ def test_write_results_refuses_a_foreign_record_before_writing():
     a = _adata()
     a.uns["scdropout"] = "my notes"
     with pytest.raises(ValueError, match=r"uns\['scdropout'\]` holds a str"):
-        _utils.write_results(a, {"obs": {"k_x": np.zeros(2)}}, key_added="k")
+        _utils.write_results(a, {"obs": {"k_x": np.zeros(2)}}, key_added="k", owner="f")
     assert "k_x" not in a.obs
 
 
@@ -138,7 +141,7 @@ def test_write_results_makes_a_view_actual_once():
     v = a[:2]
     with pytest.warns(UserWarning, match="view") as rec:
         _utils.write_results(
-            v, {"obs": {"k_x": np.zeros(2)}, "var": {"k_y": np.zeros(3)}}, key_added="k"
+            v, {"obs": {"k_x": np.zeros(2)}, "var": {"k_y": np.zeros(3)}}, key_added="k", owner="f"
         )
     assert len(rec) == 1
     assert not v.is_view
@@ -148,11 +151,11 @@ def test_write_results_makes_a_view_actual_once():
 
 def test_write_results_record_survives_h5ad(tmp_path):
     a = _adata()
-    _utils.write_results(a, {"var": {"k_y": np.arange(3.0)}}, key_added="k")
+    _utils.write_results(a, {"var": {"k_y": np.arange(3.0)}}, key_added="k", owner="f")
     a.write_h5ad(tmp_path / "a.h5ad")
     b = ad.read_h5ad(tmp_path / "a.h5ad")
     # after the round trip the record still protects nothing foreign and allows ours
-    _utils.write_results(b, {"var": {"k_y": np.ones(3)}}, key_added="k")
+    _utils.write_results(b, {"var": {"k_y": np.ones(3)}}, key_added="k", owner="f")
     np.testing.assert_array_equal(b.var["k_y"], 1.0)
 
 

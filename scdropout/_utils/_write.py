@@ -26,15 +26,14 @@ def _written(adata: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-def _owned_by(prev: str | None, owner: str) -> bool:
-    """Return True if a key recorded as ``prev``'s is ``owner``'s (legacy records included)."""
-    return prev is not None and (prev == owner or _LEGACY_OWNERS.get(prev) == owner)
+def _owner_of(prev: str | None) -> str | None:
+    """Return the function a recorded owner ``prev`` names (legacy records mapped), or None."""
+    return None if prev is None else _LEGACY_OWNERS.get(prev, prev)
 
 
 def written_by(adata: Any, slot: str, key: str) -> str | None:
     """Return the scdropout function recorded as the writer of ``adata.<slot>[key]``, or None."""
-    prev = _written(adata).get(slot, {}).get(key)
-    return _LEGACY_OWNERS.get(prev, prev) if prev is not None else None
+    return _owner_of(_written(adata).get(slot, {}).get(key))
 
 
 def _check_record(adata: Any) -> None:
@@ -58,7 +57,7 @@ def check_conflicts(
     results: Mapping[str, Iterable[str]],
     *,
     key_added: str,
-    owner: str = "",
+    owner: str,
 ) -> None:
     """Raise ``ValueError`` if a key in ``results`` exists and is not ``owner``'s to overwrite.
 
@@ -85,10 +84,9 @@ def check_conflicts(
                     "overwritten."
                 )
                 raise ValueError(msg)
-            if not _owned_by(prev, owner):
+            if _owner_of(prev) != owner:
                 msg = (
-                    f"`adata.{slot}[{key!r}]` holds results of "
-                    f"`{_LEGACY_OWNERS.get(prev, prev)}`; pass another "
+                    f"`adata.{slot}[{key!r}]` holds results of `{_owner_of(prev)}`; pass another "
                     f"`key_added` (now {key_added!r}) to `{owner}` so they are not overwritten."
                 )
                 raise ValueError(msg)
@@ -99,7 +97,7 @@ def write_results(
     results: Mapping[str, Mapping[str, Any]],
     *,
     key_added: str,
-    owner: str = "",
+    owner: str,
     optional: Mapping[str, Iterable[str]] | None = None,
 ) -> list[str]:
     """Write ``results`` ({slot: {key: value}}) into ``adata`` and record them as ``owner``'s.
@@ -123,10 +121,11 @@ def write_results(
     out: list[str] = []
     for slot, keys in (optional or {}).items():
         container = getattr(adata, slot)
+        existing = set(_existing(adata, slot))
         for key in keys:
-            if key in results.get(slot, {}) or not _owned_by(written[slot].get(key), owner):
+            if key in results.get(slot, {}) or _owner_of(written[slot].get(key)) != owner:
                 continue
-            if key in set(_existing(adata, slot)):
+            if key in existing:
                 logger.info(
                     "removing adata.%s[%r] of an earlier run (not made this time)", slot, key
                 )
