@@ -176,9 +176,7 @@ class Shrinkage:
             "in_sample": bool(self.in_sample),
             "n_neighbors": int(self.n_neighbors),
             "estimate": str(self.estimate),
-            "geo_baseline": None
-            if self.geo_baseline is None
-            else [float(v) for v in self.geo_baseline],
+            "geo_baseline": _floats(self.geo_baseline),
             "selection": {k: [float(v) for v in m] for k, m in self.selection.items()},
             "geo_scale": float(self.geo_scale),
             "geo_weights": _floats(self.geo_weights),
@@ -197,9 +195,7 @@ class Shrinkage:
             in_sample=bool(d.get("in_sample", False)),
             n_neighbors=int(d.get("n_neighbors", 0)),
             estimate=str(d.get("estimate", "arithmetic")),
-            geo_baseline=None
-            if d.get("geo_baseline") is None
-            else np.asarray(d["geo_baseline"], dtype=np.float64),
+            geo_baseline=_array(d.get("geo_baseline")),
             selection={k: [float(v) for v in m] for k, m in d.get("selection", {}).items()},
             geo_scale=float(d.get("geo_scale", GEO_SCALE)),
             geo_weights=_array(d.get("geo_weights")),
