@@ -38,6 +38,10 @@ _READ_BUFFER = 1 << 22
 # v2 and v3 names of each file; a folder must hold exactly one name of each row
 _V2_FILES = ("matrix.mtx", "genes.tsv", "barcodes.tsv")
 _V3_FILES = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+#: the stems read_10x_mtx looks for, one row per file (each name gzipped or not)
+MTX_STEMS = (("matrix.mtx",), ("features.tsv", "genes.tsv"), ("barcodes.tsv",))
+#: every name read_10x_mtx looks for; a folder may hold only one per row of MTX_STEMS
+MTX_NAMES = tuple(name for stems in MTX_STEMS for stem in stems for name in (stem, f"{stem}.gz"))
 
 
 def _find(folder: Path, stems: tuple[str, ...]) -> Path:
@@ -206,9 +210,7 @@ def read_10x_mtx(
             "matrix.mtx[.gz], features.tsv[.gz] (or genes.tsv) and barcodes.tsv[.gz]."
         )
         raise ValueError(msg)
-    matrix_path = _find(folder, ("matrix.mtx",))
-    features_path = _find(folder, ("features.tsv", "genes.tsv"))
-    barcodes_path = _find(folder, ("barcodes.tsv",))
+    matrix_path, features_path, barcodes_path = (_find(folder, stems) for stems in MTX_STEMS)
 
     n_features, n_barcodes = _read_header(matrix_path)
     features = read_tsv(features_path, min_columns=2)

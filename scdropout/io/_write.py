@@ -18,6 +18,7 @@ from scdropout._logging import logger
 from scdropout._utils import check_adata, check_choice, check_counts, get_matrix
 
 from ._common import GEX, gzip_stream
+from ._mtx import MTX_NAMES
 
 if TYPE_CHECKING:
     import h5py
@@ -29,17 +30,6 @@ _MTX_BANNER = b"%%MatrixMarket matrix coordinate integer general\n"
 _MTX_METADATA = b'%metadata_json: {"software_version": "scdropout", "format_version": 2}\n'
 _H5_CHUNK = 80_000  # Cell Ranger's chunk length for data/indices/indptr
 _GZIP_LEVEL = 4  # h5py's default gzip level, used for .gz text files too
-# every name read_10x_mtx looks for; a folder may hold only one name per file
-_MTX_NAMES = (
-    "matrix.mtx",
-    "matrix.mtx.gz",
-    "features.tsv",
-    "features.tsv.gz",
-    "genes.tsv",
-    "genes.tsv.gz",
-    "barcodes.tsv",
-    "barcodes.tsv.gz",
-)
 
 
 class _Counts:
@@ -366,7 +356,7 @@ def write_10x_mtx(
     for name in names:
         _check_target(folder / name, overwrite=overwrite)
     # the reader refuses a folder holding two versions of a file: find the other layout's files
-    stale = [folder / n for n in _MTX_NAMES if n not in names and (folder / n).is_file()]
+    stale = [folder / n for n in MTX_NAMES if n not in names and (folder / n).is_file()]
     if stale and not overwrite:
         msg = (
             f"`folder={str(folder)!r}` holds {', '.join(repr(p.name) for p in stale)} of another "
