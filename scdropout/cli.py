@@ -88,10 +88,7 @@ def _check_inputs(paths: Sequence[str], *, layer: str | None) -> None:
 
 def _load(path: str, *, genome: str | None, quiet: bool) -> Any:
     """Read a 10X ``.h5``, an mtx folder, a Cell Ranger ``outs/`` folder or an ``.h5ad``."""
-    p = Path(path)
-    if not p.exists():
-        msg = f"input {path!r} does not exist"
-        raise FileNotFoundError(msg)
+    p = Path(path)  # its existence was checked first, by _check_inputs
     with _Step(f"reading {path}", quiet=quiet):
         if p.suffix == ".h5ad":
             import anndata
@@ -482,10 +479,7 @@ def _read_sample(path: str, *, layer: str | None, genome: str | None) -> Any:
 
     from ._utils import check_counts
 
-    p = Path(path)
-    if not p.exists():
-        msg = f"input {path!r} does not exist"
-        raise FileNotFoundError(msg)
+    p = Path(path)  # its existence was checked first, by _check_inputs
     try:
         adata = _read_10x(p, genome=genome)
     except (OSError, ValueError, KeyError, TypeError) as err:
