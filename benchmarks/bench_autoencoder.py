@@ -952,7 +952,7 @@ jobs, so every wall time here is inflated several-fold; CPU times are `time.proc
 - Threads: with 2 torch threads at load ~19 an epoch took 93 s wall / 26 s CPU (OpenMP
   threads spinning against other jobs) vs 10 s / 2.6 s on 1 thread; training uses
   min(torch threads, `settings.n_jobs`), so on a loaded machine set `settings.n_jobs = 1`.
-- Not done (as of 2026-12-01, sixth session): GPU throughput (no GPU lent; the checks are
+- Not done (as of 2026-12-01, ninth session): GPU throughput (no GPU lent; the checks are
   prepared as one pass, `benchmarks/gpu/check.sh`, see benchmarks/README.md); pollen's median
   AE (read counts, 64 cells; out of reach of any expression estimate, above), and two Pearson
   ties at one model seed each: dropseq at seed 0 (0.8040 vs kNN 0.8045; seeds 1-3 win) and
